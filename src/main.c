@@ -1,6 +1,172 @@
 /* SPDX-License-Identifier: Apache-2.0 */
-/* main.c - placeholder until the CLI lands (being written now). */
-int main(void)
+/*
+ * main.c - the pgcdc command line: argument parsing, logging setup and exit codes. All the
+ * work happens in src/core/engine.c.
+ *
+ *   pgcdc run   -c FILE     stream the slot into the configured sinks
+ *   pgcdc check -c FILE     validate the config and preflight Postgres
+ *   pgcdc tail  -c FILE     print new changes as JSON lines, without consuming the slot
+ *   pgcdc --version | --help
+ *
+ * Secrets never come from the command line (a process's argv is world-readable): the DSN
+ * and sink credentials live in the config file, in files it names, or in the environment.
+ */
+#include <getopt.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <libpq-fe.h>
+#include <msgpack.h>
+#include <yaml.h>
+
+#include <pgcdc/version.h>
+
+#include "core/config.h"
+#include "core/engine.h"
+#include "core/log.h"
+#include "plugin/registry.h"
+
+static void usage(FILE *f)
 {
-    return 2;
+    fprintf(f, "Usage: pgcdc COMMAND -c FILE [options]\n"
+               "\n"
+               "Change data capture from a PostgreSQL logical replication slot to sinks.\n"
+               "\n"
+               "Commands:\n"
+               "  run      stream changes into the configured sinks, checkpointing\n"
+               "  check    validate the config and preflight Postgres (exit 0 or 78)\n"
+               "  tail     print new changes as JSON lines from a temporary slot\n"
+               "           (the configured slot is not touched)\n"
+               "\n"
+               "Options:\n"
+               "  -c, --config FILE     configuration file (or $PGCDC_CONFIG)\n"
+               "      --log-level LVL   error|warn|info|debug|trace (overrides log.level)\n"
+               "      --log-format FMT  auto|text|json (overrides log.format)\n"
+               "  -V, --version         print versions and exit\n"
+               "  -h, --help            print this help and exit\n"
+               "\n"
+               "Exit codes: 0 drained, 1 retryable failure, 2 usage, 3 replication slot\n"
+               "missing/lost/recreated, 65 poison event, 78 bad config or failed check.\n"
+               "Documentation: docs/ (event-format.md, operations.md, sinks/).\n");
+}
+
+static void version(void)
+{
+    int pq = PQlibVersion();
+    printf("pgcdc %s (sink ABI %d.%d, event format v%d)\n", PGCDC_VERSION_STRING,
+           PGCDC_SINK_ABI_MAJOR, PGCDC_SINK_ABI_MINOR, PGCDC_EVENT_FORMAT_VERSION);
+    printf("  libpq %d.%d\n", pq / 10000, pq % 10000);
+    printf("  msgpack-c %s\n", msgpack_version());
+    printf("  libyaml %s\n", yaml_get_version_string());
+    printf("  built-in sinks:");
+    for (const pgcdc_sink_entry_fn *f = pgcdc_builtin_sinks; *f != NULL; f++) {
+        printf(" %s", (*f)()->name);
+    }
+    printf("\n");
+}
+
+int main(int argc, char **argv)
+{
+    static const struct option opts[] = {
+        {"config", required_argument, NULL, 'c'},
+        {"log-level", required_argument, NULL, 'l'},
+        {"log-format", required_argument, NULL, 'f'},
+        {"version", no_argument, NULL, 'V'},
+        {"help", no_argument, NULL, 'h'},
+        {NULL, 0, NULL, 0},
+    };
+    const char *config_path = getenv("PGCDC_CONFIG");
+    const char *log_level = NULL, *log_format = NULL;
+    int c;
+    while ((c = getopt_long(argc, argv, "c:Vh", opts, NULL)) != -1) {
+        switch (c) {
+        case 'c':
+            config_path = optarg;
+            break;
+        case 'l':
+            log_level = optarg;
+            break;
+        case 'f':
+            log_format = optarg;
+            break;
+        case 'V':
+            version();
+            return PGCDC_EXIT_OK;
+        case 'h':
+            usage(stdout);
+            return PGCDC_EXIT_OK;
+        default:
+            usage(stderr);
+            return PGCDC_EXIT_USAGE;
+        }
+    }
+    if (optind >= argc) {
+        usage(stderr);
+        return PGCDC_EXIT_USAGE;
+    }
+    const char *cmd = argv[optind];
+    int mode;
+    if (strcmp(cmd, "run") == 0) {
+        mode = PGCDC_MODE_RUN;
+    }
+    else if (strcmp(cmd, "tail") == 0) {
+        mode = PGCDC_MODE_TAIL;
+    }
+    else if (strcmp(cmd, "check") == 0) {
+        mode = -1;
+    }
+    else if (strcmp(cmd, "version") == 0) {
+        version();
+        return PGCDC_EXIT_OK;
+    }
+    else if (strcmp(cmd, "help") == 0) {
+        usage(stdout);
+        return PGCDC_EXIT_OK;
+    }
+    else {
+        fprintf(stderr, "pgcdc: unknown command '%s'\n\n", cmd);
+        usage(stderr);
+        return PGCDC_EXIT_USAGE;
+    }
+    if (optind + 1 < argc) {
+        fprintf(stderr, "pgcdc: unexpected argument '%s'\n", argv[optind + 1]);
+        return PGCDC_EXIT_USAGE;
+    }
+    if (config_path == NULL) {
+        fprintf(stderr, "pgcdc: no config file: give -c FILE (or set PGCDC_CONFIG)\n");
+        return PGCDC_EXIT_USAGE;
+    }
+    int lvl = log_level ? pgcdc_log_level_from_name(log_level) : PGCDC_LOG_INFO;
+    int fmt = log_format ? pgcdc_log_format_from_name(log_format) : PGCDC_LOGFMT_AUTO;
+    if (lvl < 0 || fmt < 0) {
+        fprintf(stderr, "pgcdc: bad --log-level or --log-format\n");
+        return PGCDC_EXIT_USAGE;
+    }
+    pgcdc_log_setup(lvl, fmt);
+
+    struct pgcdc_config *cfg = NULL;
+    struct pgcdc_err err = {0};
+    if (pgcdc_config_load(config_path, &cfg, &err) != 0) {
+        fprintf(stderr, "pgcdc: %s\n", err.msg);
+        return PGCDC_EXIT_CONFIG;
+    }
+    if (log_level == NULL && cfg->log.level != NULL) {
+        lvl = pgcdc_log_level_from_name(cfg->log.level);
+    }
+    if (log_format == NULL && cfg->log.format != NULL) {
+        fmt = pgcdc_log_format_from_name(cfg->log.format);
+    }
+    pgcdc_log_setup(lvl < 0 ? PGCDC_LOG_INFO : lvl, fmt < 0 ? PGCDC_LOGFMT_AUTO : fmt);
+
+    int code;
+    if (mode < 0) {
+        code = pgcdc_engine_check(cfg);
+    }
+    else {
+        pgcdc_engine_signals();
+        code = pgcdc_engine_run(cfg, mode);
+    }
+    pgcdc_config_free(cfg);
+    return code;
 }

@@ -55,7 +55,7 @@ extern "C" {
 #endif
 
 #if defined(__GNUC__)
-#define PGCDC_EXPORT __attribute__((visibility("default")))
+#define PGCDC_EXPORT       __attribute__((visibility("default")))
 #define PGCDC_PRINTF(f, a) __attribute__((format(printf, f, a)))
 #else
 #define PGCDC_EXPORT
@@ -129,14 +129,14 @@ struct pgcdc_host_api {
 
 /* Types of config values; the core parses, validates and stores them at `offset`. */
 enum pgcdc_cfg_type {
-    PGCDC_CFG_END = 0,     /* terminates the table */
-    PGCDC_CFG_STR = 1,     /* const char * */
-    PGCDC_CFG_INT = 2,     /* int64_t */
-    PGCDC_CFG_BOOL = 3,    /* int (0 or 1) */
-    PGCDC_CFG_DURATION = 4,/* int64_t milliseconds; accepts "250ms", "10s", "5m", "1h" */
-    PGCDC_CFG_SIZE = 5,    /* int64_t bytes; accepts "512", "64KiB", "16MiB", "1GiB" */
-    PGCDC_CFG_LIST = 6,    /* const char *const * : NULL-terminated list of strings */
-    PGCDC_CFG_OBJECT = 7,  /* const char * : the YAML subtree rendered as compact JSON */
+    PGCDC_CFG_END = 0,      /* terminates the table */
+    PGCDC_CFG_STR = 1,      /* const char * */
+    PGCDC_CFG_INT = 2,      /* int64_t */
+    PGCDC_CFG_BOOL = 3,     /* int (0 or 1) */
+    PGCDC_CFG_DURATION = 4, /* int64_t milliseconds; accepts "250ms", "10s", "5m", "1h" */
+    PGCDC_CFG_SIZE = 5,     /* int64_t bytes; accepts "512", "64KiB", "16MiB", "1GiB" */
+    PGCDC_CFG_LIST = 6,     /* const char *const * : NULL-terminated list of strings */
+    PGCDC_CFG_OBJECT = 7,   /* const char * : the YAML subtree rendered as compact JSON */
 };
 
 enum pgcdc_cfg_flags {

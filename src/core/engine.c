@@ -1,0 +1,1370 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * engine.c - the source thread: replication stream -> decoder -> encoder -> pipeline, the
+ * ack-gated checkpoint, and the process lifecycle.
+ *
+ * One thread does everything on the Postgres side: it reads CopyData, decodes pgoutput,
+ * encodes each change once into msgpack, pushes it into the pipeline, and sends standby
+ * status updates. The rules it keeps (DESIGN §2):
+ *
+ *   - The flush LSN it reports is the end LSN of the newest transaction every sink has
+ *     terminally acked, or, when nothing at all is held, the server's keepalive wal_end
+ *     (so idle slots advance). Never 0/0, never backwards.
+ *   - The checkpoint file is written before a status update reports a higher flush LSN.
+ *   - When the pipeline is full it stops reading the socket (TCP backpressure reaches the
+ *     walsender) but keeps sending status updates so the walsender never times out.
+ *   - A missing, lost or recreated slot after a checkpoint exists is exit code 3, never a
+ *     silent re-creation.
+ *
+ * Reading: the socket's SO_RCVLOWAT is raised to 64 KiB while data streams, so the kernel
+ * wakes us once per ~64 KiB rather than once per message (the walsender sends one message per
+ * syscall; waking per message costs it a cross-CPU wakeup per row). A short poll timeout
+ * bounds the latency this adds; when traffic is light the low-water mark drops back to 1.
+ */
+#include "core/engine.h"
+
+#include <errno.h>
+#include <stdarg.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "codec/encode.h"
+#include "core/buf.h"
+#include "core/checkpoint.h"
+#include "core/err.h"
+#include "core/log.h"
+#include "core/pipeline.h"
+#include "pg/pgoutput.h"
+#include "pg/relcache.h"
+#include "pg/replication.h"
+#include "plugin/registry.h"
+
+#define PROTO_VERSION            1
+#define FEEDBACK_MIN_INTERVAL_MS 1000 /* status update after a flush advance, at most this often   \
+                                       */
+#define BUSY_LOWAT   (64 * 1024)
+#define BUSY_POLL_MS 5    /* latency bound while the low-water mark is raised */
+#define MAX_PENDING  4096 /* events one pgoutput message can produce (truncate of many tables) */
+
+/* ---- signals ---- */
+
+static volatile sig_atomic_t stop_signals;
+static int signal_pipe[2] = {-1, -1};
+
+static void on_stop_signal(int sig)
+{
+    (void)sig;
+    stop_signals++;
+    if (stop_signals >= 2) {
+        static const char msg[] = "pgcdc: second signal, exiting at once\n";
+        ssize_t n = write(STDERR_FILENO, msg, sizeof msg - 1);
+        (void)n;
+        _exit(PGCDC_EXIT_RETRYABLE);
+    }
+    if (signal_pipe[1] >= 0) {
+        char c = 1;
+        ssize_t n = write(signal_pipe[1], &c, 1);
+        (void)n;
+    }
+}
+
+void pgcdc_engine_signals(void)
+{
+    if (signal_pipe[0] < 0 && pipe(signal_pipe) == 0) {
+        for (int i = 0; i < 2; i++) {
+            fcntl(signal_pipe[i], F_SETFL, O_NONBLOCK);
+            fcntl(signal_pipe[i], F_SETFD, FD_CLOEXEC);
+        }
+    }
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_stop_signal;
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGTERM, &sa, NULL);
+    sigaction(SIGINT, &sa, NULL);
+    signal(SIGPIPE, SIG_IGN);
+}
+
+/* ---- state ---- */
+
+struct pending {
+    struct pgcdc_event ev;
+    size_t off; /* payload offset in engine.pend_buf */
+    char id[PGCDC_EVENT_ID_MAX];
+};
+
+struct engine {
+    struct pgcdc_config *cfg;
+    int mode;
+    const char *component;
+    struct pgcdc_pipeline *pipe;
+    struct pgcdc_relcache *rc;
+    char relcache_path[4096];
+    PGconn *conn;
+    struct pgcdc_pgo_msg *msg;
+    void **config_blocks;
+    void **dl_handles;
+    size_t nsinks;
+
+    /* Events decoded from the current message, waiting for room in the pipeline. */
+    struct pending *pend;
+    size_t npend, pend_next;
+    struct pgcdc_buf pend_buf;
+    /* The Commit read with them: the transaction closes once its events are in. */
+    int pend_commit;
+    uint64_t pend_commit_end;
+
+    /* Stream position. */
+    struct pgcdc_sysinfo sys;
+    char source[64];
+    uint64_t commit_lsn;
+    int64_t commit_ts_us;
+    uint32_t xid;
+    uint32_t seq;
+    int in_txn;
+    uint64_t received_lsn;    /* newest data LSN seen (reported as write) */
+    uint64_t last_commit_end; /* end LSN of the newest transaction received in full */
+    uint64_t server_wal_end;  /* from the newest keepalive */
+
+    /* Checkpoint. */
+    struct pgcdc_checkpoint cp;
+    int have_cp;
+    uint64_t flush_lsn; /* reported to Postgres; never decreases */
+    int64_t last_status_ms;
+    int reply_requested;
+
+    /* Reading. */
+    int lowat_busy;
+    uint64_t events, txns;
+    const char *slot;
+};
+
+static int64_t mono_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static int64_t wall_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static void sleep_ms(int64_t ms)
+{
+    /* Sleep, but wake early on a stop signal. */
+    struct pollfd pfd = {.fd = signal_pipe[0], .events = POLLIN};
+    poll(&pfd, signal_pipe[0] >= 0 ? 1 : 0, (int)ms);
+}
+
+static int64_t jittered_backoff(const struct pgcdc_source_config *sc, unsigned attempt)
+{
+    int64_t base = sc->reconnect_min_ms;
+    for (unsigned i = 0; i < attempt && base < sc->reconnect_max_ms; i++) {
+        base *= 2;
+    }
+    if (base > sc->reconnect_max_ms) {
+        base = sc->reconnect_max_ms;
+    }
+    return base / 2 + (int64_t)((uint64_t)rand() % (uint64_t)(base / 2 + 1));
+}
+
+/* ---- sinks ---- */
+
+/* Keys of a sink mapping that the core handles; the plugin's table gets the rest. */
+static const char *const common_sink_keys[] = {"name",
+                                               "type",
+                                               "load",
+                                               "batch_events",
+                                               "batch_bytes",
+                                               "linger",
+                                               "max_inflight_batches",
+                                               "retry_min",
+                                               "retry_max",
+                                               NULL};
+
+/*
+ * Find sink i's plugin (built-in or .so), validate it, and fill its config block from the
+ * sink's mapping. Used by run and check alike. *block is malloc'd; *handle is a dlopen
+ * handle or NULL.
+ */
+static int resolve_sink(struct pgcdc_config *cfg, size_t i, const struct pgcdc_sink_plugin **out,
+                        void **handle, void **block, struct pgcdc_err *err)
+{
+    const struct pgcdc_sink_config *sc = &cfg->sinks[i];
+    const struct pgcdc_sink_plugin *pl = NULL;
+    int rc;
+    *handle = NULL;
+    *block = NULL;
+    if (sc->load != NULL) {
+        rc = pgcdc_registry_load(sc->load, sc->type, &pl, handle, err);
+    }
+    else {
+        pl = pgcdc_registry_builtin(sc->type);
+        rc = pl == NULL ? pgcdc_err_set(err, PGCDC_ECONFIG,
+                                        "%s:%d: sinks[%zu]: unknown sink type '%s' (built-in: "
+                                        "stdout; or give `load: /path/to/sink.so`)",
+                                        cfg->filename, sc->line, i, sc->type)
+                        : pgcdc_registry_validate(pl, "built-in", err);
+    }
+    if (rc != 0) {
+        return rc == PGCDC_ENOMEM ? rc : PGCDC_ECONFIG;
+    }
+    *block = calloc(1, pl->config_size ? pl->config_size : 1);
+    if (*block == NULL) {
+        return pgcdc_err_set(err, PGCDC_ENOMEM, "out of memory");
+    }
+    if (pl->config != NULL) {
+        char section[96];
+        snprintf(section, sizeof section, "sinks[%zu] (%s)", i, sc->name);
+        rc = pgcdc_config_fill(cfg, sc->node, pl->config, common_sink_keys, *block, section, err);
+        if (rc != 0) {
+            return rc;
+        }
+    }
+    *out = pl;
+    return 0;
+}
+
+static int add_sinks(struct engine *e, struct pgcdc_err *err)
+{
+    size_t n = e->cfg->nsinks;
+    e->config_blocks = calloc(n ? n : 1, sizeof(void *));
+    e->dl_handles = calloc(n ? n : 1, sizeof(void *));
+    if (e->config_blocks == NULL || e->dl_handles == NULL) {
+        return pgcdc_err_set(err, PGCDC_ENOMEM, "out of memory");
+    }
+    e->nsinks = n;
+    for (size_t i = 0; i < n; i++) {
+        const struct pgcdc_sink_plugin *pl;
+        int rc = resolve_sink(e->cfg, i, &pl, &e->dl_handles[i], &e->config_blocks[i], err);
+        if (rc != 0) {
+            return rc;
+        }
+        rc = pgcdc_pipeline_add_sink(e->pipe, pl, e->config_blocks[i], &e->cfg->sinks[i], err);
+        if (rc != 0) {
+            return rc == PGCDC_ENOMEM ? rc : PGCDC_ECONFIG;
+        }
+    }
+    return 0;
+}
+
+/* ---- checkpoint and feedback ---- */
+
+static int write_checkpoint(struct engine *e, uint64_t lsn, struct pgcdc_err *err)
+{
+    if (e->mode == PGCDC_MODE_TAIL) {
+        return 0;
+    }
+    struct pgcdc_checkpoint cp = e->cp;
+    snprintf(cp.system_id, sizeof cp.system_id, "%s", e->sys.system_id);
+    snprintf(cp.database, sizeof cp.database, "%s", e->sys.dbname);
+    snprintf(cp.slot, sizeof cp.slot, "%s", e->slot);
+    cp.lsn = lsn;
+    int rc = pgcdc_checkpoint_write(e->cfg->checkpoint.path, &cp, err);
+    if (rc == 0) {
+        e->cp = cp;
+        e->have_cp = 1;
+    }
+    return rc;
+}
+
+/* Recompute the flush LSN from the pipeline (never backwards). */
+static void update_flush(struct engine *e)
+{
+    uint64_t cand = pgcdc_pipeline_advance(e->pipe);
+    if (e->npend == 0 && !e->in_txn && pgcdc_pipeline_idle(e->pipe) && e->server_wal_end > cand) {
+        /* Nothing received is unacked: everything up to the keepalive's wal_end has been
+         * seen and delivered, so the slot may advance past WAL we were not sent. */
+        cand = e->server_wal_end;
+    }
+    if (cand > e->flush_lsn) {
+        e->flush_lsn = cand;
+    }
+}
+
+/*
+ * Send a status update if one is due (force: now). The checkpoint file is written first when
+ * the flush LSN passed what it holds. Returns 0 or an error (connection broken, or the
+ * checkpoint could not be written, in which case nothing is reported).
+ */
+static int maybe_send_status(struct engine *e, int force, struct pgcdc_err *err)
+{
+    update_flush(e);
+    int64_t now = mono_ms();
+    int64_t since = now - e->last_status_ms;
+    int advanced = e->flush_lsn > e->cp.lsn || !e->have_cp;
+    if (!force && !e->reply_requested && since < e->cfg->source.status_interval_ms &&
+        !(advanced && since >= FEEDBACK_MIN_INTERVAL_MS)) {
+        return 0;
+    }
+    if (e->flush_lsn == 0) {
+        return 0; /* never report 0/0 */
+    }
+    if (advanced) {
+        int rc = write_checkpoint(e, e->flush_lsn, err);
+        if (rc != 0) {
+            return rc;
+        }
+    }
+    uint64_t write_lsn = e->received_lsn > e->flush_lsn ? e->received_lsn : e->flush_lsn;
+    int rc = pgcdc_pg_send_status(e->conn, write_lsn, e->flush_lsn, 0, err);
+    if (rc == 0) {
+        pgcdc_log(PGCDC_LOG_DEBUG, e->component,
+                  "confirming write up to " PGCDC_LSN_FMT ", flush to " PGCDC_LSN_FMT " (slot %s)",
+                  PGCDC_LSN_ARGS(write_lsn), PGCDC_LSN_ARGS(e->flush_lsn), e->slot);
+        e->last_status_ms = now;
+        e->reply_requested = 0;
+    }
+    return rc;
+}
+
+/* ---- decoding and dispatch ---- */
+
+static struct pending *pend_add(struct engine *e, struct pgcdc_err *err)
+{
+    if (e->npend == MAX_PENDING) {
+        pgcdc_err_set(err, PGCDC_EPROTO, "one message produced more than %d events", MAX_PENDING);
+        return NULL;
+    }
+    struct pending *p = &e->pend[e->npend++];
+    memset(&p->ev, 0, sizeof p->ev);
+    p->off = e->pend_buf.len;
+    return p;
+}
+
+static void pend_fill(struct engine *e, struct pending *p, char op, uint64_t lsn,
+                      const char *schema, const char *table)
+{
+    p->ev.lsn = lsn;
+    p->ev.commit_lsn = e->commit_lsn;
+    p->ev.ts_us = e->commit_ts_us;
+    p->ev.xid = e->xid;
+    p->ev.index = e->seq;
+    p->ev.op = op;
+    p->ev.schema = schema;
+    p->ev.table = table;
+    p->ev.payload_len = e->pend_buf.len - p->off;
+    p->ev.id = p->id;
+}
+
+static void enc_ctx(struct engine *e, struct pgcdc_enc_ctx *c, uint64_t lsn)
+{
+    c->source = e->source;
+    c->db = e->sys.dbname;
+    c->lsn = lsn;
+    c->commit_lsn = e->commit_lsn;
+    c->seq = e->seq;
+    c->xid = e->xid;
+    c->ts_us = e->commit_ts_us;
+    c->now_ms = wall_ms();
+    c->snapshot = 0;
+}
+
+static const struct pgcdc_rel *need_rel(struct engine *e, uint32_t relid, struct pgcdc_err *err)
+{
+    const struct pgcdc_rel *rel = pgcdc_relcache_get(e->rc, relid);
+    if (rel == NULL) {
+        pgcdc_err_set(err, PGCDC_EPROTO, "change for relation %u before its Relation message",
+                      relid);
+    }
+    return rel;
+}
+
+/* Decode one pgoutput message into pending events (or transaction bookkeeping). */
+static int handle_pgoutput(struct engine *e, const uint8_t *data, size_t len, uint64_t lsn,
+                           struct pgcdc_err *err)
+{
+    int rc = pgcdc_pgo_read(data, len, PROTO_VERSION, e->msg, err);
+    if (rc != 0) {
+        return rc;
+    }
+    struct pgcdc_pgo_msg *m = e->msg;
+    struct pgcdc_enc_ctx ctx;
+    struct pending *p;
+    const struct pgcdc_rel *rel;
+    switch (m->type) {
+    case PGCDC_PGO_BEGIN:
+        e->commit_lsn = m->u.begin.final_lsn;
+        e->commit_ts_us = m->u.begin.commit_ts + PGCDC_PG_EPOCH_OFFSET_US;
+        e->xid = m->u.begin.xid;
+        e->seq = 0;
+        e->in_txn = 1;
+        return 0; /* the pipeline's transaction opens when the events are pushed */
+    case PGCDC_PGO_COMMIT:
+        e->in_txn = 0;
+        e->last_commit_end = m->u.commit.end_lsn;
+        e->txns++;
+        return 0;
+    case PGCDC_PGO_ORIGIN:
+    case PGCDC_PGO_TYPE:
+        if (m->type == PGCDC_PGO_TYPE) {
+            return pgcdc_relcache_apply_type(e->rc, &m->u.typ, err);
+        }
+        return 0;
+    case PGCDC_PGO_RELATION: {
+        int changed = 0;
+        rc = pgcdc_relcache_apply(e->rc, &m->u.relation, &changed, err);
+        if (rc != 0 || !changed) {
+            return rc;
+        }
+        rel = pgcdc_relcache_get(e->rc, m->u.relation.relid);
+        if (e->mode == PGCDC_MODE_RUN) {
+            struct pgcdc_err serr = {0};
+            if (pgcdc_relcache_save(e->rc, e->relcache_path, &serr) != 0) {
+                pgcdc_log(PGCDC_LOG_WARN, e->component, "%s", serr.msg);
+            }
+        }
+        if ((p = pend_add(e, err)) == NULL) {
+            return err->rc;
+        }
+        /* pgoutput sends Relation messages without a WAL position of their own. */
+        lsn = lsn ? lsn : e->commit_lsn;
+        enc_ctx(e, &ctx, lsn);
+        rc = pgcdc_encode_schema(&ctx, rel, e->rc, &e->pend_buf, p->id, sizeof p->id, err);
+        if (rc != 0) {
+            return rc;
+        }
+        pend_fill(e, p, PGCDC_OP_SCHEMA, lsn, rel->schema, rel->table);
+        p->ev.index = e->seq; /* schema events do not take a change index */
+        return 0;
+    }
+    case PGCDC_PGO_INSERT:
+    case PGCDC_PGO_UPDATE:
+    case PGCDC_PGO_DELETE: {
+        if ((rel = need_rel(e, m->u.change.relid, err)) == NULL) {
+            return err->rc;
+        }
+        char op = m->type == PGCDC_PGO_INSERT   ? PGCDC_OP_INSERT
+                  : m->type == PGCDC_PGO_UPDATE ? PGCDC_OP_UPDATE
+                                                : PGCDC_OP_DELETE;
+        if ((p = pend_add(e, err)) == NULL) {
+            return err->rc;
+        }
+        enc_ctx(e, &ctx, lsn);
+        pgcdc_event_id(p->id, sizeof p->id, e->source, e->commit_lsn, e->seq);
+        rc = pgcdc_encode_change(&ctx, op, rel, e->rc, &m->u.change, &e->pend_buf, err);
+        if (rc != 0) {
+            return rc;
+        }
+        pend_fill(e, p, op, lsn, rel->schema, rel->table);
+        e->seq++;
+        return 0;
+    }
+    case PGCDC_PGO_TRUNCATE:
+        for (uint32_t i = 0; i < m->u.truncate.nrelids; i++) {
+            if ((rel = need_rel(e, m->u.truncate.relids[i], err)) == NULL) {
+                return err->rc;
+            }
+            if ((p = pend_add(e, err)) == NULL) {
+                return err->rc;
+            }
+            enc_ctx(e, &ctx, lsn);
+            pgcdc_event_id(p->id, sizeof p->id, e->source, e->commit_lsn, e->seq);
+            rc = pgcdc_encode_truncate(&ctx, rel, m->u.truncate.options, &e->pend_buf, err);
+            if (rc != 0) {
+                return rc;
+            }
+            pend_fill(e, p, PGCDC_OP_TRUNCATE, lsn, rel->schema, rel->table);
+            e->seq++;
+        }
+        return 0;
+    case PGCDC_PGO_MESSAGE: {
+        int transactional = (m->u.message.flags & 1) && e->in_txn;
+        if (!transactional) {
+            /* A non-transactional message is its own unit: id (lsn, 0). */
+            e->commit_lsn = m->u.message.lsn;
+            e->commit_ts_us = wall_ms() * 1000;
+            e->xid = 0;
+            e->seq = 0;
+        }
+        if ((p = pend_add(e, err)) == NULL) {
+            return err->rc;
+        }
+        enc_ctx(e, &ctx, lsn);
+        pgcdc_event_id(p->id, sizeof p->id, e->source, e->commit_lsn, e->seq);
+        rc = pgcdc_encode_message(&ctx, &m->u.message, &e->pend_buf, err);
+        if (rc != 0) {
+            return rc;
+        }
+        pend_fill(e, p, PGCDC_OP_MESSAGE, lsn, "", m->u.message.prefix);
+        e->seq++;
+        if (!transactional) {
+            e->last_commit_end = m->u.message.lsn;
+        }
+        return 0;
+    }
+    default:
+        return pgcdc_err_set(err, PGCDC_EPROTO, "unexpected pgoutput message '%c'", m->type);
+    }
+}
+
+/*
+ * Move pending events into the pipeline, then close the transaction if its Commit has been
+ * read. Returns 0 when everything went in, PGCDC_EAGAIN when the pipeline is full.
+ */
+static int flush_pending(struct engine *e, int commit_seen, uint64_t commit_end)
+{
+    while (e->pend_next < e->npend) {
+        if (!pgcdc_pipeline_txn_open(e->pipe) &&
+            pgcdc_pipeline_begin_txn(e->pipe, e->commit_lsn) != 0) {
+            return PGCDC_EAGAIN;
+        }
+        struct pending *p = &e->pend[e->pend_next];
+        p->ev.payload = e->pend_buf.data + p->off;
+        if (pgcdc_pipeline_push(e->pipe, &p->ev) != 0) {
+            return PGCDC_EAGAIN;
+        }
+        e->pend_next++;
+        e->events++;
+    }
+    e->npend = e->pend_next = 0;
+    pgcdc_buf_reset(&e->pend_buf);
+    if (commit_seen) {
+        if (!pgcdc_pipeline_txn_open(e->pipe) &&
+            pgcdc_pipeline_begin_txn(e->pipe, e->commit_lsn) != 0) {
+            return PGCDC_EAGAIN;
+        }
+        pgcdc_pipeline_commit_txn(e->pipe, commit_end);
+    }
+    return 0;
+}
+
+static uint64_t get_u64(const char *p)
+{
+    uint64_t v = 0;
+    for (int i = 0; i < 8; i++) {
+        v = (v << 8) | (uint8_t)p[i];
+    }
+    return v;
+}
+
+/* Handle one CopyData message from the walsender. */
+static int handle_copydata(struct engine *e, const char *buf, int len, struct pgcdc_err *err)
+{
+    if (len < 1) {
+        return pgcdc_err_set(err, PGCDC_EPROTO, "empty CopyData message");
+    }
+    if (buf[0] == 'k') {
+        if (len < 18) {
+            return pgcdc_err_set(err, PGCDC_EPROTO, "keepalive of %d bytes (want 18)", len);
+        }
+        uint64_t wal_end = get_u64(buf + 1);
+        if (wal_end > e->server_wal_end) {
+            e->server_wal_end = wal_end;
+        }
+        if (buf[17]) {
+            e->reply_requested = 1;
+        }
+        return 0;
+    }
+    if (buf[0] != 'w') {
+        return pgcdc_err_set(err, PGCDC_EPROTO, "unknown CopyData message '%c'", buf[0]);
+    }
+    if (len < 25) {
+        return pgcdc_err_set(err, PGCDC_EPROTO, "XLogData of %d bytes (header needs 25)", len);
+    }
+    uint64_t data_start = get_u64(buf + 1);
+    if (data_start > e->received_lsn) {
+        e->received_lsn = data_start;
+    }
+    const uint8_t *payload = (const uint8_t *)buf + 25;
+    size_t plen = (size_t)len - 25;
+    int rc = handle_pgoutput(e, payload, plen, data_start, err);
+    if (rc != 0) {
+        return rc;
+    }
+    if (e->msg->type == PGCDC_PGO_COMMIT ||
+        (e->msg->type == PGCDC_PGO_MESSAGE && !(e->msg->u.message.flags & 1))) {
+        e->pend_commit = 1;
+        e->pend_commit_end = e->last_commit_end;
+    }
+    if (flush_pending(e, e->pend_commit, e->pend_commit_end) == 0) {
+        e->pend_commit = 0;
+    }
+    return 0;
+}
+
+static void set_lowat(struct engine *e, int busy)
+{
+    if (busy == e->lowat_busy) {
+        return;
+    }
+    int v = busy ? BUSY_LOWAT : 1;
+    setsockopt(PQsocket(e->conn), SOL_SOCKET, SO_RCVLOWAT, &v, sizeof v);
+    e->lowat_busy = busy;
+}
+
+/*
+ * Read and handle every complete message libpq has, until none is left or the pipeline is
+ * full. Returns 0, 1 when the server ended the stream, or an error.
+ */
+static int read_messages(struct engine *e, int *got, int stop_at_commit, struct pgcdc_err *err)
+{
+    *got = 0;
+    for (;;) {
+        if (e->npend > 0 || e->pend_commit) {
+            if (flush_pending(e, e->pend_commit, e->pend_commit_end) != 0) {
+                return 0; /* backpressure: stop reading */
+            }
+            e->pend_commit = 0;
+        }
+        if (stop_at_commit && !e->in_txn) {
+            return 0;
+        }
+        char *buf = NULL;
+        int len = PQgetCopyData(e->conn, &buf, 1);
+        if (len == 0) {
+            return 0;
+        }
+        if (len == -1) {
+            return 1;
+        }
+        if (len < 0) {
+            pgcdc_err_set(err, PGCDC_EIO, "reading the replication stream: %s",
+                          PQerrorMessage(e->conn));
+            err->msg[strcspn(err->msg, "\n")] = '\0';
+            return PGCDC_EIO;
+        }
+        (*got)++;
+        int rc = handle_copydata(e, buf, len, err);
+        PQfreemem(buf);
+        if (rc != 0) {
+            return rc;
+        }
+    }
+}
+
+/* Fetch the server's error after the COPY ended, and classify it. */
+static int stream_end_error(struct engine *e, struct pgcdc_err *err)
+{
+    PGresult *res;
+    int rc = PGCDC_EIO;
+    int have = 0;
+    while ((res = PQgetResult(e->conn)) != NULL) {
+        if (!have && PQresultStatus(res) == PGRES_FATAL_ERROR) {
+            rc = pgcdc_pg_classify(res);
+            pgcdc_err_set(err, rc, "replication stream ended: %s", PQresultErrorMessage(res));
+            err->msg[strcspn(err->msg, "\n")] = '\0';
+            have = 1;
+        }
+        PQclear(res);
+    }
+    if (!have) {
+        pgcdc_err_set(err, PGCDC_EIO, "replication stream ended: %s",
+                      PQstatus(e->conn) == CONNECTION_BAD ? "connection lost"
+                                                          : "server ended the copy");
+    }
+    return rc;
+}
+
+/*
+ * Stream until a stop signal (returns 0 after the drain), a pipeline failure, or a
+ * connection error (returns the error).
+ */
+static int stream(struct engine *e, struct pgcdc_err *err)
+{
+    int draining = 0;
+    int64_t drain_deadline = 0;
+    int64_t busy_since_ms = 0;
+    if (PQsetnonblocking(e->conn, 1) != 0) {
+        return pgcdc_err_set(err, PGCDC_EIO, "cannot make the connection non-blocking");
+    }
+    e->lowat_busy = -1;
+    set_lowat(e, 0);
+    for (;;) {
+        struct pgcdc_err perr = {0};
+        int frc = pgcdc_pipeline_failed(e->pipe, &perr);
+        if (frc != 0) {
+            *err = perr;
+            return frc;
+        }
+        if (stop_signals > 0 && !draining) {
+            draining = 1;
+            drain_deadline = mono_ms() + e->cfg->pipeline.shutdown_timeout_ms;
+            pgcdc_pipeline_set_draining(e->pipe);
+            pgcdc_log(PGCDC_LOG_INFO, e->component,
+                      "stopping: finishing the current transaction and waiting for acks "
+                      "(up to %lld ms)",
+                      (long long)e->cfg->pipeline.shutdown_timeout_ms);
+        }
+        /* Read while allowed: not when full, and when draining only to the end of an open
+         * transaction (so a restart sees no duplicates). */
+        int got = 0;
+        int can_read = e->npend == 0 && !e->pend_commit;
+        if (!draining || e->in_txn || e->npend > 0 || e->pend_commit) {
+            int r = read_messages(e, &got, draining, err);
+            if (r == 1) {
+                return stream_end_error(e, err);
+            }
+            if (r < 0) {
+                return r;
+            }
+            can_read = e->npend == 0 && !e->pend_commit;
+        }
+        pgcdc_pipeline_publish(e->pipe);
+        pgcdc_pipeline_clear_wake(e->pipe);
+        int rc = maybe_send_status(e, 0, err);
+        if (rc != 0) {
+            return rc;
+        }
+        if (draining && !e->in_txn && e->npend == 0 && !e->pend_commit) {
+            update_flush(e);
+            if (pgcdc_pipeline_held_events(e->pipe) == 0 || mono_ms() >= drain_deadline) {
+                if (pgcdc_pipeline_held_events(e->pipe) != 0) {
+                    pgcdc_log(PGCDC_LOG_WARN, e->component,
+                              "shutdown timeout: %llu events not acked; they will be delivered "
+                              "again after restart",
+                              (unsigned long long)pgcdc_pipeline_held_events(e->pipe));
+                }
+                return 0;
+            }
+        }
+        /* Adaptive low-water mark: raise it while messages keep coming in bursts. */
+        if (got >= 16) {
+            if (busy_since_ms == 0) {
+                busy_since_ms = mono_ms();
+            }
+            set_lowat(e, 1);
+        }
+        else if (got == 0 && e->lowat_busy) {
+            set_lowat(e, 0);
+            busy_since_ms = 0;
+        }
+        int64_t next_status = e->last_status_ms + e->cfg->source.status_interval_ms - mono_ms();
+        if (e->flush_lsn > e->cp.lsn) {
+            int64_t soon = e->last_status_ms + FEEDBACK_MIN_INTERVAL_MS - mono_ms();
+            if (soon < next_status) {
+                next_status = soon;
+            }
+        }
+        int timeout = next_status < 0 ? 0 : (int)next_status;
+        if (e->lowat_busy && timeout > BUSY_POLL_MS) {
+            timeout = BUSY_POLL_MS;
+        }
+        if (draining && timeout > 100) {
+            timeout = 100;
+        }
+        struct pollfd pfd[3];
+        int nfd = 0;
+        int sock = -1;
+        if (can_read && (!draining || e->in_txn)) {
+            sock = nfd;
+            pfd[nfd++] = (struct pollfd){.fd = PQsocket(e->conn), .events = POLLIN};
+        }
+        pfd[nfd++] = (struct pollfd){.fd = pgcdc_pipeline_wake_fd(e->pipe), .events = POLLIN};
+        int sig = nfd;
+        pfd[nfd++] = (struct pollfd){.fd = signal_pipe[0], .events = POLLIN};
+        if (PQflush(e->conn) > 0) {
+            /* A status update is still queued: wait for the socket to take it. */
+            if (sock < 0) {
+                sock = nfd;
+                pfd[nfd++] = (struct pollfd){.fd = PQsocket(e->conn), .events = 0};
+            }
+            pfd[sock].events |= POLLOUT;
+        }
+        int n = poll(pfd, (nfds_t)nfd, timeout);
+        if (n < 0 && errno != EINTR) {
+            return pgcdc_err_set(err, PGCDC_EIO, "poll: %s", strerror(errno));
+        }
+        if (pfd[sig].revents & POLLIN) {
+            char c[16];
+            ssize_t r = read(signal_pipe[0], c, sizeof c);
+            (void)r;
+        }
+        /* Consume input when the socket is readable, or when the busy-mode timer expired
+         * with less than the low-water mark buffered (the kernel still holds it). */
+        if (sock >= 0 && (pfd[sock].events & POLLIN) &&
+            ((pfd[sock].revents & (POLLIN | POLLERR | POLLHUP)) || (n == 0 && e->lowat_busy))) {
+            if (PQconsumeInput(e->conn) == 0) {
+                pgcdc_err_set(err, PGCDC_EIO, "reading from Postgres: %s", PQerrorMessage(e->conn));
+                err->msg[strcspn(err->msg, "\n")] = '\0';
+                return PGCDC_EIO;
+            }
+        }
+    }
+}
+
+/* ---- connecting ---- */
+
+/*
+ * Connect, check the slot against the checkpoint, and start streaming. Returns 0, an error
+ * to retry (EIO, EAGAIN), or a fatal one (ESLOT, ECONFIG).
+ */
+static int connect_and_start(struct engine *e, struct pgcdc_err *err)
+{
+    const struct pgcdc_source_config *sc = &e->cfg->source;
+    int rc = pgcdc_pg_connect(sc->dsn, 1, &e->conn, err);
+    if (rc != 0) {
+        return rc;
+    }
+    if ((rc = pgcdc_pg_identify(e->conn, &e->sys, err)) != 0) {
+        return rc;
+    }
+    if (e->source[0] == '\0') {
+        snprintf(e->source, sizeof e->source, "%s", sc->name ? sc->name : e->sys.dbname);
+    }
+    if (e->have_cp && strcmp(e->cp.system_id, e->sys.system_id) != 0) {
+        return pgcdc_err_set(err, PGCDC_ESLOT,
+                             "the checkpoint in %s belongs to server %s, but this server is %s: "
+                             "the slot it followed is not here (restored or failed over?). "
+                             "Re-snapshot into a new checkpoint.path",
+                             e->cfg->checkpoint.path, e->cp.system_id, e->sys.system_id);
+    }
+    if (e->have_cp && strcmp(e->cp.database, e->sys.dbname) != 0) {
+        return pgcdc_err_set(err, PGCDC_ECONFIG,
+                             "the checkpoint in %s is for database %s, the dsn connects to %s",
+                             e->cfg->checkpoint.path, e->cp.database, e->sys.dbname);
+    }
+    int exists = 0;
+    if ((rc = pgcdc_pg_publication_exists(e->conn, sc->publication, &exists, err)) != 0) {
+        return rc;
+    }
+    if (!exists) {
+        if (!sc->create_publication || e->mode == PGCDC_MODE_TAIL) {
+            return pgcdc_err_set(err, PGCDC_ECONFIG,
+                                 "publication \"%s\" does not exist: create it (CREATE "
+                                 "PUBLICATION ... FOR TABLE ...) or set "
+                                 "source.create_publication: true",
+                                 sc->publication);
+        }
+        if ((rc = pgcdc_pg_create_publication(e->conn, sc->publication, sc->tables, err)) != 0) {
+            return rc == PGCDC_EIO ? PGCDC_ECONFIG : rc;
+        }
+        pgcdc_log(PGCDC_LOG_INFO, e->component, "created publication %s", sc->publication);
+    }
+
+    uint64_t start_lsn;
+    if (e->mode == PGCDC_MODE_TAIL) {
+        if ((rc = pgcdc_pg_create_slot(e->conn, e->slot, 1, &start_lsn, err)) != 0) {
+            return rc;
+        }
+        e->flush_lsn = start_lsn;
+    }
+    else {
+        struct pgcdc_slot_info si;
+        if ((rc = pgcdc_pg_slot_info(e->conn, e->slot, &si, err)) != 0) {
+            return rc;
+        }
+        if (!si.exists) {
+            if (e->have_cp) {
+                return pgcdc_err_set(
+                    err, PGCDC_ESLOT,
+                    "replication slot %s is missing, but %s/checkpoint shows this pipeline "
+                    "consumed it up to " PGCDC_LSN_FMT ": a new slot would silently skip "
+                    "changes. Re-snapshot: remove %s and start again (or restore the slot)",
+                    e->slot, e->cfg->checkpoint.path, PGCDC_LSN_ARGS(e->cp.lsn),
+                    e->cfg->checkpoint.path);
+            }
+            if (!sc->create_slot) {
+                return pgcdc_err_set(err, PGCDC_ESLOT,
+                                     "replication slot %s does not exist and "
+                                     "source.create_slot is false",
+                                     e->slot);
+            }
+            uint64_t cp_lsn;
+            if ((rc = pgcdc_pg_create_slot(e->conn, e->slot, 0, &cp_lsn, err)) != 0) {
+                return rc;
+            }
+            pgcdc_log(PGCDC_LOG_INFO, e->component, "created replication slot %s at " PGCDC_LSN_FMT,
+                      e->slot, PGCDC_LSN_ARGS(cp_lsn));
+            /* Record the slot at once: from now on a missing slot is an error. */
+            if ((rc = write_checkpoint(e, cp_lsn, err)) != 0) {
+                return rc;
+            }
+            e->flush_lsn = cp_lsn;
+        }
+        else {
+            if (strcmp(si.slot_type, "logical") != 0 || strcmp(si.plugin, "pgoutput") != 0) {
+                return pgcdc_err_set(err, PGCDC_ECONFIG,
+                                     "slot %s is a %s slot with plugin '%s'; pgcdc needs a "
+                                     "logical pgoutput slot",
+                                     e->slot, si.slot_type, si.plugin);
+            }
+            if (strcmp(si.database, e->sys.dbname) != 0) {
+                return pgcdc_err_set(err, PGCDC_ECONFIG,
+                                     "slot %s belongs to database %s, the dsn connects to %s",
+                                     e->slot, si.database, e->sys.dbname);
+            }
+            if (strcmp(si.wal_status, "lost") == 0) {
+                return pgcdc_err_set(err, PGCDC_ESLOT,
+                                     "replication slot %s was invalidated (wal_status = lost: "
+                                     "the WAL it needed was removed, see "
+                                     "max_slot_wal_keep_size). Changes were lost: re-snapshot "
+                                     "with a new slot and a new checkpoint.path",
+                                     e->slot);
+            }
+            if (e->have_cp && si.confirmed_flush > e->cp.lsn) {
+                return pgcdc_err_set(err, PGCDC_ESLOT,
+                                     "replication slot %s is at " PGCDC_LSN_FMT
+                                     ", ahead of this pipeline's checkpoint " PGCDC_LSN_FMT
+                                     ": it was recreated or used by another consumer, so "
+                                     "changes in between were skipped. Re-snapshot",
+                                     e->slot, PGCDC_LSN_ARGS(si.confirmed_flush),
+                                     PGCDC_LSN_ARGS(e->cp.lsn));
+            }
+            if (!e->have_cp) {
+                if ((rc = write_checkpoint(e, si.confirmed_flush, err)) != 0) {
+                    return rc;
+                }
+            }
+            if (e->flush_lsn < e->cp.lsn) {
+                e->flush_lsn = e->cp.lsn;
+            }
+        }
+        start_lsn = e->flush_lsn;
+    }
+    /* Resume after what was fully received, even if not yet acked: those events are still in
+     * the pipeline, and the slot itself stays at the last confirmed flush. */
+    if (e->last_commit_end > start_lsn) {
+        start_lsn = e->last_commit_end;
+    }
+    rc = pgcdc_pg_start_replication(e->conn, e->slot, e->cfg->source.publication, start_lsn,
+                                    PROTO_VERSION, err);
+    if (rc != 0) {
+        return rc;
+    }
+    pgcdc_log(PGCDC_LOG_INFO, e->component,
+              "streaming from slot %s at " PGCDC_LSN_FMT " (publication %s)", e->slot,
+              PGCDC_LSN_ARGS(start_lsn), e->cfg->source.publication);
+    e->last_status_ms = mono_ms();
+    return 0;
+}
+
+static void disconnect(struct engine *e)
+{
+    if (e->conn != NULL) {
+        PQfinish(e->conn);
+        e->conn = NULL;
+    }
+    /* A transaction cut off mid-way will be sent again from its Begin. */
+    e->in_txn = 0;
+    e->npend = e->pend_next = 0;
+    e->pend_commit = 0;
+    pgcdc_buf_reset(&e->pend_buf);
+    pgcdc_pipeline_abort_txn(e->pipe);
+}
+
+/* Final feedback on a clean stop: checkpoint, status update, CopyDone. */
+static void finish_stream(struct engine *e)
+{
+    struct pgcdc_err err = {0};
+    if (maybe_send_status(e, 1, &err) != 0) {
+        pgcdc_log(PGCDC_LOG_WARN, e->component, "final status update: %s", err.msg);
+    }
+    PQsetnonblocking(e->conn, 0);
+    PQputCopyEnd(e->conn, NULL);
+    PQflush(e->conn);
+    pgcdc_log(PGCDC_LOG_INFO, e->component,
+              "stopped at flush " PGCDC_LSN_FMT " after %llu events in %llu transactions",
+              PGCDC_LSN_ARGS(e->flush_lsn), (unsigned long long)e->events,
+              (unsigned long long)e->txns);
+}
+
+static int exit_code_for(int rc)
+{
+    switch (rc) {
+    case PGCDC_ESLOT:
+        return PGCDC_EXIT_SLOT;
+    case PGCDC_ECONFIG:
+        return PGCDC_EXIT_CONFIG;
+    case PGCDC_EPOISON:
+        return PGCDC_EXIT_POISON;
+    default:
+        return PGCDC_EXIT_RETRYABLE;
+    }
+}
+
+static int run_loop(struct engine *e)
+{
+    unsigned attempt = 0;
+    for (;;) {
+        struct pgcdc_err err = {0};
+        int rc = connect_and_start(e, &err);
+        if (rc == 0) {
+            int64_t started = mono_ms();
+            rc = stream(e, &err);
+            if (rc == 0) {
+                finish_stream(e);
+                return PGCDC_EXIT_OK;
+            }
+            if (mono_ms() - started > 30000) {
+                attempt = 0; /* it streamed for a while: start the backoff afresh */
+            }
+        }
+        if (rc == PGCDC_ESLOT || rc == PGCDC_ECONFIG || rc == PGCDC_EPOISON || rc == PGCDC_ENOMEM ||
+            (rc == PGCDC_EIO && pgcdc_pipeline_failed(e->pipe, NULL))) {
+            pgcdc_log(PGCDC_LOG_ERROR, e->component, "%s", err.msg);
+            return exit_code_for(rc);
+        }
+        disconnect(e);
+        if (stop_signals > 0) {
+            pgcdc_log(PGCDC_LOG_INFO, e->component, "stopped while disconnected");
+            return PGCDC_EXIT_OK;
+        }
+        int64_t wait = jittered_backoff(&e->cfg->source, attempt++);
+        pgcdc_log(PGCDC_LOG_WARN, e->component, "%s; reconnecting in %lld ms",
+                  err.msg[0] ? err.msg : pgcdc_strerror(rc), (long long)wait);
+        sleep_ms(wait);
+        if (stop_signals > 0) {
+            return PGCDC_EXIT_OK;
+        }
+    }
+}
+
+int pgcdc_engine_run(struct pgcdc_config *cfg, int mode)
+{
+    struct engine e;
+    memset(&e, 0, sizeof e);
+    e.cfg = cfg;
+    e.mode = mode;
+    e.component = "source";
+    e.slot = cfg->source.slot;
+    pgcdc_buf_init(&e.pend_buf);
+    int code = PGCDC_EXIT_RETRYABLE;
+    struct pgcdc_err err = {0};
+    char tail_slot[64];
+    srand((unsigned)(getpid() ^ (unsigned)wall_ms()));
+
+    if (mode == PGCDC_MODE_TAIL) {
+        snprintf(tail_slot, sizeof tail_slot, "pgcdc_tail_%d", (int)getpid());
+        e.slot = tail_slot;
+    }
+    struct pgcdc_pipeline_opts po = {.buffer_bytes = (size_t)cfg->pipeline.buffer_bytes,
+                                     .max_events = (size_t)cfg->pipeline.max_events};
+    e.msg = malloc(sizeof *e.msg);
+    e.pend = calloc(MAX_PENDING, sizeof *e.pend);
+    e.rc = pgcdc_relcache_new();
+    if (e.msg == NULL || e.pend == NULL || e.rc == NULL) {
+        pgcdc_log(PGCDC_LOG_ERROR, "engine", "out of memory");
+        goto out;
+    }
+    if (pgcdc_pipeline_new(&po, &e.pipe, &err) != 0) {
+        pgcdc_log(PGCDC_LOG_ERROR, "engine", "%s", err.msg);
+        goto out;
+    }
+    int arc = add_sinks(&e, &err);
+    if (arc != 0) {
+        pgcdc_log(PGCDC_LOG_ERROR, "engine", "%s", err.msg);
+        code = exit_code_for(arc);
+        goto out;
+    }
+    if (mode == PGCDC_MODE_RUN) {
+        int found = 0;
+        if (pgcdc_checkpoint_read(cfg->checkpoint.path, &e.cp, &found, &err) != 0) {
+            pgcdc_log(PGCDC_LOG_ERROR, "engine", "%s", err.msg);
+            code = PGCDC_EXIT_CONFIG;
+            goto out;
+        }
+        if (found && strcmp(e.cp.slot, e.slot) != 0) {
+            pgcdc_log(PGCDC_LOG_ERROR, "engine",
+                      "%s/checkpoint was written for slot %s, the config names slot %s: use "
+                      "another checkpoint.path for another slot",
+                      cfg->checkpoint.path, e.cp.slot, e.slot);
+            code = PGCDC_EXIT_CONFIG;
+            goto out;
+        }
+        e.have_cp = found;
+        e.flush_lsn = found ? e.cp.lsn : 0;
+        snprintf(e.relcache_path, sizeof e.relcache_path, "%s/relations", cfg->checkpoint.path);
+        if (pgcdc_relcache_load(e.rc, e.relcache_path, &err) != 0) {
+            pgcdc_log(PGCDC_LOG_WARN, "engine", "%s (schema versions restart at 1)", err.msg);
+        }
+        if (found) {
+            pgcdc_log(PGCDC_LOG_INFO, "engine", "resuming from checkpoint " PGCDC_LSN_FMT,
+                      PGCDC_LSN_ARGS(e.cp.lsn));
+        }
+    }
+    if (pgcdc_pipeline_start(e.pipe, &err) != 0) {
+        pgcdc_log(PGCDC_LOG_ERROR, "engine", "%s", err.msg);
+        goto out;
+    }
+    code = run_loop(&e);
+
+out:
+    if (e.pipe != NULL) {
+        pgcdc_pipeline_stop(e.pipe, (int)cfg->pipeline.shutdown_timeout_ms);
+    }
+    if (e.conn != NULL) {
+        PQfinish(e.conn);
+    }
+    pgcdc_pipeline_free(e.pipe);
+    for (size_t i = 0; i < e.nsinks; i++) {
+        free(e.config_blocks[i]);
+        if (e.dl_handles[i] != NULL) {
+            pgcdc_registry_unload(e.dl_handles[i]);
+        }
+    }
+    free(e.config_blocks);
+    free(e.dl_handles);
+    pgcdc_relcache_free(e.rc);
+    free(e.msg);
+    free(e.pend);
+    pgcdc_buf_fini(&e.pend_buf);
+    return code;
+}
+
+/* ---- preflight ---- */
+
+struct report {
+    int fails, warns;
+};
+
+static void report(struct report *r, int level, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+/* One line of the check report: level 0 ok, 1 warn, 2 FAIL. */
+static void report(struct report *r, int level, const char *fmt, ...)
+{
+    static const char *const tags[] = {"ok  ", "warn", "FAIL"};
+    va_list ap;
+    va_start(ap, fmt);
+    printf("  %s  ", tags[level]);
+    vprintf(fmt, ap);
+    printf("\n");
+    va_end(ap);
+    if (level == 1) {
+        r->warns++;
+    }
+    else if (level == 2) {
+        r->fails++;
+    }
+}
+
+/* Run a query that returns one row; NULL (and a FAIL line) on error. Caller PQclears. */
+static PGresult *query(PGconn *conn, struct report *r, const char *sql)
+{
+    PGresult *res = PQexec(conn, sql);
+    if (PQresultStatus(res) != PGRES_TUPLES_OK) {
+        char msg[256];
+        snprintf(msg, sizeof msg, "%s", PQresultErrorMessage(res));
+        msg[strcspn(msg, "\n")] = '\0';
+        report(r, 2, "query failed: %s", msg);
+        PQclear(res);
+        return NULL;
+    }
+    return res;
+}
+
+static void check_tables(PGconn *conn, struct report *r, const struct pgcdc_source_config *sc,
+                         int pub_exists)
+{
+    /* The tables to look at: the publication's, or the configured ones if it is missing. */
+    struct pgcdc_buf sql;
+    pgcdc_buf_init(&sql);
+    if (pub_exists) {
+        char *lit = PQescapeLiteral(conn, sc->publication, strlen(sc->publication));
+        pgcdc_buf_printf(&sql,
+                         "SELECT n.nspname, c.relname, c.relreplident, "
+                         "EXISTS (SELECT 1 FROM pg_catalog.pg_index i WHERE i.indrelid = c.oid "
+                         "AND i.indisprimary), "
+                         "EXISTS (SELECT 1 FROM pg_catalog.pg_index i WHERE i.indrelid = c.oid "
+                         "AND i.indisreplident) "
+                         "FROM pg_catalog.pg_publication_tables pt "
+                         "JOIN pg_catalog.pg_namespace n ON n.nspname = pt.schemaname "
+                         "JOIN pg_catalog.pg_class c ON c.relnamespace = n.oid AND "
+                         "c.relname = pt.tablename WHERE pt.pubname = %s ORDER BY 1, 2",
+                         lit ? lit : "''");
+        PQfreemem(lit);
+    }
+    else if (sc->tables != NULL) {
+        pgcdc_buf_puts(&sql, "SELECT n.nspname, c.relname, c.relreplident, "
+                             "EXISTS (SELECT 1 FROM pg_catalog.pg_index i WHERE i.indrelid = "
+                             "c.oid AND i.indisprimary), "
+                             "EXISTS (SELECT 1 FROM pg_catalog.pg_index i WHERE i.indrelid = "
+                             "c.oid AND i.indisreplident) "
+                             "FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON "
+                             "n.oid = c.relnamespace WHERE (n.nspname, c.relname) IN (");
+        for (const char *const *t = sc->tables; *t != NULL; t++) {
+            const char *dot = strchr(*t, '.');
+            char *ns = PQescapeLiteral(conn, *t, dot ? (size_t)(dot - *t) : 0);
+            char *rel = PQescapeLiteral(conn, dot ? dot + 1 : *t, strlen(dot ? dot + 1 : *t));
+            pgcdc_buf_printf(&sql, "%s(%s, %s)", t == sc->tables ? "" : ", ", ns ? ns : "''",
+                             rel ? rel : "''");
+            PQfreemem(ns);
+            PQfreemem(rel);
+        }
+        pgcdc_buf_puts(&sql, ") ORDER BY 1, 2");
+        /* Configured tables that do not exist at all. */
+    }
+    else {
+        pgcdc_buf_fini(&sql);
+        return;
+    }
+    pgcdc_buf_putc(&sql, '\0');
+    PGresult *res = query(conn, r, sql.data);
+    pgcdc_buf_fini(&sql);
+    if (res == NULL) {
+        return;
+    }
+    int n = PQntuples(res);
+    if (n == 0) {
+        report(r, 1, "no tables are published yet");
+    }
+    for (int i = 0; i < n; i++) {
+        const char *ns = PQgetvalue(res, i, 0), *rel = PQgetvalue(res, i, 1);
+        char ident = PQgetvalue(res, i, 2)[0];
+        int has_pk = PQgetvalue(res, i, 3)[0] == 't';
+        int has_ri_index = PQgetvalue(res, i, 4)[0] == 't';
+        switch (ident) {
+        case 'f':
+            report(r, 0, "%s.%s: replica identity FULL (old rows complete, TOAST refilled)", ns,
+                   rel);
+            break;
+        case 'i':
+            report(r, has_ri_index ? 0 : 2, "%s.%s: replica identity USING INDEX%s", ns, rel,
+                   has_ri_index ? "" : " but the index is missing");
+            break;
+        case 'n':
+            report(r, 2,
+                   "%s.%s: replica identity NOTHING: UPDATE and DELETE on it will fail once "
+                   "published (ALTER TABLE ... REPLICA IDENTITY DEFAULT or FULL)",
+                   ns, rel);
+            break;
+        default:
+            if (has_pk) {
+                report(r, 0, "%s.%s: replica identity DEFAULT (primary key)", ns, rel);
+            }
+            else {
+                report(r, 2,
+                       "%s.%s: no primary key and replica identity DEFAULT: UPDATE and DELETE "
+                       "on it will fail once published (add a primary key or set REPLICA "
+                       "IDENTITY FULL)",
+                       ns, rel);
+            }
+        }
+    }
+    if (!pub_exists && sc->tables != NULL) {
+        int want = 0;
+        for (const char *const *t = sc->tables; *t != NULL; t++) {
+            want++;
+        }
+        if (want != n) {
+            report(r, 2, "%d of the %d configured tables do not exist", want - n, want);
+        }
+    }
+    PQclear(res);
+}
+
+int pgcdc_engine_check(struct pgcdc_config *cfg)
+{
+    struct report r = {0, 0};
+    const struct pgcdc_source_config *sc = &cfg->source;
+    printf("config %s\n", cfg->filename);
+    report(&r, 0, "parsed: source %s, slot %s, publication %s, %zu sink(s)",
+           sc->name ? sc->name : "(database name)", sc->slot, sc->publication, cfg->nsinks);
+    for (size_t i = 0; i < cfg->nsinks; i++) {
+        const struct pgcdc_sink_plugin *pl = NULL;
+        void *handle = NULL, *block = NULL;
+        struct pgcdc_err err = {0};
+        if (resolve_sink(cfg, i, &pl, &handle, &block, &err) == 0) {
+            report(&r, 0, "sink %s: type %s (%s)", cfg->sinks[i].name, pl->name,
+                   cfg->sinks[i].load ? cfg->sinks[i].load : "built-in");
+        }
+        else {
+            report(&r, 2, "sink %s: %s", cfg->sinks[i].name, err.msg);
+        }
+        free(block);
+        pgcdc_registry_unload(handle);
+    }
+
+    char redacted[512];
+    pgcdc_redact_dsn(sc->dsn, redacted, sizeof redacted);
+    printf("postgres %s\n", redacted);
+    PGconn *conn = NULL;
+    struct pgcdc_err err = {0};
+    if (pgcdc_pg_connect(sc->dsn, 0, &conn, &err) != 0) {
+        report(&r, 2, "%s", err.msg);
+        printf("%d failed, %d warnings\n", r.fails, r.warns);
+        return PGCDC_EXIT_CONFIG;
+    }
+    report(&r, 0, "connected: PostgreSQL %d.%d", PQserverVersion(conn) / 10000,
+           PQserverVersion(conn) % 10000);
+    PQclear(PQexec(conn, "SELECT pg_catalog.set_config('search_path', '', false)"));
+    PGresult *res = query(conn, &r,
+                          "SELECT current_setting('wal_level'), "
+                          "current_setting('max_replication_slots')::int, "
+                          "current_setting('max_wal_senders')::int, "
+                          "(SELECT rolreplication OR rolsuper FROM pg_catalog.pg_roles WHERE "
+                          "rolname = current_user), current_database()");
+    char dbname[64] = "";
+    if (res != NULL) {
+        const char *wal = PQgetvalue(res, 0, 0);
+        report(&r, strcmp(wal, "logical") == 0 ? 0 : 2, "wal_level = %s%s", wal,
+               strcmp(wal, "logical") == 0 ? "" : " (set wal_level = logical and restart)");
+        report(&r, strtol(PQgetvalue(res, 0, 1), NULL, 10) > 0 ? 0 : 2,
+               "max_replication_slots = %s", PQgetvalue(res, 0, 1));
+        report(&r, strtol(PQgetvalue(res, 0, 2), NULL, 10) > 0 ? 0 : 2, "max_wal_senders = %s",
+               PQgetvalue(res, 0, 2));
+        int repl = PQgetvalue(res, 0, 3)[0] == 't';
+        report(&r, repl ? 0 : 2, "role %s %s the REPLICATION attribute", PQuser(conn),
+               repl ? "has" : "lacks");
+        snprintf(dbname, sizeof dbname, "%s", PQgetvalue(res, 0, 4));
+        PQclear(res);
+    }
+
+    /* Slot, against the checkpoint. */
+    struct pgcdc_slot_info si;
+    struct pgcdc_checkpoint cp;
+    int have_cp = 0;
+    if (pgcdc_checkpoint_read(cfg->checkpoint.path, &cp, &have_cp, &err) != 0) {
+        report(&r, 2, "%s", err.msg);
+    }
+    if (pgcdc_pg_slot_info(conn, sc->slot, &si, &err) != 0) {
+        report(&r, 2, "%s", err.msg);
+    }
+    else if (!si.exists) {
+        if (have_cp) {
+            report(&r, 2,
+                   "slot %s is missing but a checkpoint exists (" PGCDC_LSN_FMT
+                   "): pgcdc run will exit 3; re-snapshot",
+                   sc->slot, PGCDC_LSN_ARGS(cp.lsn));
+        }
+        else {
+            report(&r, sc->create_slot ? 0 : 2, "slot %s does not exist%s", sc->slot,
+                   sc->create_slot ? " (pgcdc will create it)" : " and create_slot is false");
+        }
+    }
+    else {
+        int bad_kind = strcmp(si.plugin, "pgoutput") != 0 || strcmp(si.database, dbname) != 0;
+        report(&r, bad_kind ? 2 : 0,
+               "slot %s: plugin %s, database %s, confirmed_flush " PGCDC_LSN_FMT, sc->slot,
+               si.plugin, si.database, PGCDC_LSN_ARGS(si.confirmed_flush));
+        int lost = strcmp(si.wal_status, "lost") == 0;
+        report(&r, lost ? 2 : (strcmp(si.wal_status, "unreserved") == 0 ? 1 : 0),
+               "slot %s: wal_status %s", sc->slot, si.wal_status[0] ? si.wal_status : "(n/a)");
+        if (si.active) {
+            report(&r, 1, "slot %s is in use by PID %d", sc->slot, si.active_pid);
+        }
+        if (have_cp && si.confirmed_flush > cp.lsn) {
+            report(&r, 2, "slot %s is ahead of the checkpoint (" PGCDC_LSN_FMT "): recreated?",
+                   sc->slot, PGCDC_LSN_ARGS(cp.lsn));
+        }
+    }
+    int pub_exists = 0;
+    if (pgcdc_pg_publication_exists(conn, sc->publication, &pub_exists, &err) != 0) {
+        report(&r, 2, "%s", err.msg);
+    }
+    else {
+        report(&r, pub_exists || sc->create_publication ? 0 : 2, "publication %s %s",
+               sc->publication,
+               pub_exists               ? "exists"
+               : sc->create_publication ? "does not exist (pgcdc will create it)"
+                                        : "does not exist and create_publication is false");
+    }
+    check_tables(conn, &r, sc, pub_exists);
+    PQfinish(conn);
+    printf("%d failed, %d warnings\n", r.fails, r.warns);
+    return r.fails > 0 ? PGCDC_EXIT_CONFIG : PGCDC_EXIT_OK;
+}

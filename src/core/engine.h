@@ -1,0 +1,34 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * engine.h - wiring and lifecycle: config -> sinks -> pipeline -> replication stream, and
+ * the process exit codes of DESIGN §7.
+ */
+#ifndef PGCDC_CORE_ENGINE_H
+#define PGCDC_CORE_ENGINE_H
+
+#include "core/config.h"
+
+enum pgcdc_exit {
+    PGCDC_EXIT_OK = 0,        /* drained */
+    PGCDC_EXIT_RETRYABLE = 1, /* runtime failure; a restart may succeed */
+    PGCDC_EXIT_USAGE = 2,     /* bad command line */
+    PGCDC_EXIT_SLOT = 3,      /* slot missing, lost or recreated: operator action needed */
+    PGCDC_EXIT_POISON = 65,   /* an event no sink can take, under on_poison: fail */
+    PGCDC_EXIT_CONFIG = 78,   /* invalid configuration or failed preflight */
+};
+
+enum pgcdc_mode {
+    PGCDC_MODE_RUN = 0,  /* stream from the configured slot, checkpointing */
+    PGCDC_MODE_TAIL = 1, /* print new changes as JSON from a temporary slot */
+};
+
+/* Run until drained by a signal or failed; returns an enum pgcdc_exit. */
+int pgcdc_engine_run(struct pgcdc_config *cfg, int mode);
+
+/* Preflight (`pgcdc check`): prints a report to stdout; returns an enum pgcdc_exit. */
+int pgcdc_engine_check(struct pgcdc_config *cfg);
+
+/* Install the signal handlers (SIGTERM/SIGINT drain, second one exits, SIGPIPE ignored). */
+void pgcdc_engine_signals(void);
+
+#endif

@@ -1,0 +1,934 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * pipeline.c - event log, sink lanes, per-event acks and the flushable LSN (see pipeline.h).
+ *
+ * Memory. The log is two rings sized at start: `slots` (one struct per event, indexed by
+ * seq & mask) and `arena` (payload bytes plus the id/schema/table strings of each event,
+ * allocated FIFO). Both are released strictly in seq order, by the source thread, once the
+ * oldest event has been terminally acked by every lane, so no per-event allocation happens
+ * on the hot path. An event larger than the whole arena is the one exception: it is
+ * allocated on the heap, and only when the log is otherwise empty, so memory stays bounded.
+ *
+ * Publication. The source writes a slot, then advances `head` with a release store; lanes
+ * read `head` with an acquire load, so a lane never sees a half-written slot.
+ *
+ * Acks. Each lane owns a table of in-flight batches (slot = batch id % max_inflight). An ack
+ * names (batch id, index range); the lane checks the event is in flight for it (a second
+ * terminal ack is a contract violation: logged, ignored), marks it done and decrements the
+ * event's `remaining` counter. RETRY puts the event on the lane's retry list; it is
+ * redelivered, before newer events, after an exponential backoff with jitter.
+ *
+ * Checkpoint. Transactions sit in a ring in commit order with the seq one past their last
+ * event. advance() releases acked events from the tail, then pops committed transactions
+ * whose events are all released: the flushable LSN is the end LSN of the last one popped.
+ * NOTE: an event acked out of order does not release anything until every older event is
+ * acked too, so the flushable LSN never passes an unacked event.
+ */
+#include "core/pipeline.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "codec/encode.h"
+#include "core/err.h"
+#include "core/log.h"
+
+/* Per-lane state of one event. */
+enum ev_state {
+    EV_NEW = 0,      /* not yet handed to this lane */
+    EV_INFLIGHT = 1, /* in a delivered batch, awaiting its terminal ack */
+    EV_RETRY = 2,    /* acked RETRY (or its batch was refused): on the retry list */
+    EV_DONE = 3,     /* terminally acked */
+};
+
+struct slot {
+    struct pgcdc_event ev;
+    atomic_int remaining; /* lanes that still owe a terminal ack */
+    size_t footprint;     /* arena bytes to release with this event (incl. wrap waste) */
+    void *heap;           /* oversized event stored outside the arena */
+};
+
+struct txn {
+    uint64_t commit_lsn;
+    uint64_t end_lsn;
+    uint64_t end_seq; /* one past the seq of its last event */
+    int committed;
+};
+
+struct batch {
+    uint64_t id;
+    uint32_t count;
+    uint32_t outstanding; /* events without a terminal-or-retry ack */
+    int active;
+    uint64_t *seqs;
+    const struct pgcdc_event **evs;
+};
+
+#define MAX_COUNTERS 16
+
+/* struct pgcdc_sink is the lane: the handle plugins pass back through the host API. */
+struct pgcdc_sink {
+    struct pgcdc_pipeline *p;
+    const struct pgcdc_sink_plugin *plugin;
+    const void *config;
+    void *state;
+    char name[64];
+    char component[80];
+
+    int64_t batch_events, batch_bytes, linger_ms, max_inflight, retry_min_ms, retry_max_ms;
+
+    pthread_t thread;
+    int thread_started;
+    pthread_mutex_t mu;
+    pthread_cond_t cond;
+    int started;  /* plugin start() succeeded */
+    int stopping; /* lane thread must exit */
+    int stopped;  /* plugin stop() called: acks are refused */
+    int initialized;
+
+    uint64_t cursor;   /* next seq to hand out for the first time */
+    uint8_t *state_of; /* enum ev_state per slot index */
+    uint64_t *retry;   /* seqs to redeliver, a ring */
+    size_t retry_head, retry_len;
+    unsigned retry_attempt;
+    struct timespec retry_at; /* earliest redelivery time */
+
+    struct batch *batches;
+    uint64_t next_batch_id;
+    int64_t inflight_batches;
+
+    /* Counters (host->count and the lane's own). */
+    struct {
+        char name[32];
+        atomic_uint_fast64_t value;
+    } counters[MAX_COUNTERS];
+    atomic_int ncounters;
+};
+
+struct pgcdc_pipeline {
+    struct slot *slots;
+    size_t nslots, mask;
+    char *arena;
+    size_t arena_size;
+    size_t arena_head, arena_tail; /* free-running byte counters */
+
+    _Atomic uint64_t head; /* one past the last published seq */
+    uint64_t pushed;       /* one past the last pushed seq (>= head) */
+    uint64_t tail;         /* oldest unreleased seq */
+
+    struct txn *txns;
+    size_t ntxns_cap, txn_head, txn_len; /* ring; the open txn, if any, is the last */
+    int txn_is_open;
+    uint64_t flushable;
+
+    struct pgcdc_sink **lanes;
+    size_t nlanes;
+
+    int wake_fd;
+    pthread_mutex_t fail_mu;
+    int fail_rc;
+    char fail_msg[256];
+    atomic_int draining;
+    int stopped;
+};
+
+/* ---- helpers ---- */
+
+static void now_plus_ms(struct timespec *ts, int64_t ms)
+{
+    clock_gettime(CLOCK_MONOTONIC, ts);
+    ts->tv_sec += ms / 1000;
+    ts->tv_nsec += (ms % 1000) * 1000000;
+    if (ts->tv_nsec >= 1000000000) {
+        ts->tv_sec++;
+        ts->tv_nsec -= 1000000000;
+    }
+}
+
+static int ts_before(const struct timespec *a, const struct timespec *b)
+{
+    return a->tv_sec < b->tv_sec || (a->tv_sec == b->tv_sec && a->tv_nsec < b->tv_nsec);
+}
+
+static void wake_source(struct pgcdc_pipeline *p)
+{
+    uint64_t one = 1;
+    ssize_t n = write(p->wake_fd, &one, sizeof one);
+    (void)n; /* EAGAIN: the counter is already non-zero, the source will wake */
+}
+
+static void set_failed(struct pgcdc_pipeline *p, int rc, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+static void set_failed(struct pgcdc_pipeline *p, int rc, const char *fmt, ...)
+{
+    pthread_mutex_lock(&p->fail_mu);
+    if (p->fail_rc == 0) {
+        va_list ap;
+        va_start(ap, fmt);
+        p->fail_rc = rc;
+        vsnprintf(p->fail_msg, sizeof p->fail_msg, fmt, ap);
+        va_end(ap);
+    }
+    pthread_mutex_unlock(&p->fail_mu);
+    wake_source(p);
+}
+
+static size_t round_pow2(size_t n)
+{
+    size_t r = 16;
+    while (r < n) {
+        r <<= 1;
+    }
+    return r;
+}
+
+/* Exponential backoff with full jitter in [base/2, base], base = min * 2^attempt <= max. */
+static int64_t backoff_ms(int64_t min_ms, int64_t max_ms, unsigned attempt)
+{
+    int64_t base = min_ms;
+    for (unsigned i = 0; i < attempt && base < max_ms; i++) {
+        base *= 2;
+    }
+    if (base > max_ms) {
+        base = max_ms;
+    }
+    if (base <= 1) {
+        return base;
+    }
+    return base / 2 + (int64_t)((uint64_t)rand() % (uint64_t)(base / 2 + 1));
+}
+
+/* ---- construction ---- */
+
+int pgcdc_pipeline_new(const struct pgcdc_pipeline_opts *opts, struct pgcdc_pipeline **out,
+                       struct pgcdc_err *err)
+{
+    struct pgcdc_pipeline *p = calloc(1, sizeof *p);
+    if (p == NULL) {
+        return pgcdc_err_set(err, PGCDC_ENOMEM, "out of memory");
+    }
+    p->wake_fd = -1;
+    pthread_mutex_init(&p->fail_mu, NULL);
+    p->nslots = round_pow2(opts->max_events);
+    p->mask = p->nslots - 1;
+    p->arena_size = opts->buffer_bytes;
+    p->ntxns_cap = p->nslots; /* a txn without events still takes a ring entry */
+    p->slots = calloc(p->nslots, sizeof *p->slots);
+    p->arena = malloc(p->arena_size);
+    p->txns = calloc(p->ntxns_cap, sizeof *p->txns);
+    p->tail = p->pushed = 1; /* seq 0 is never used */
+    atomic_store(&p->head, 1);
+    p->wake_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+    if (p->slots == NULL || p->arena == NULL || p->txns == NULL || p->wake_fd < 0) {
+        pgcdc_pipeline_free(p);
+        return pgcdc_err_set(err, PGCDC_ENOMEM,
+                             "cannot allocate the event log (%zu events, %zu bytes)",
+                             opts->max_events, opts->buffer_bytes);
+    }
+    *out = p;
+    return 0;
+}
+
+int pgcdc_pipeline_add_sink(struct pgcdc_pipeline *p, const struct pgcdc_sink_plugin *plugin,
+                            const void *config, const struct pgcdc_sink_config *sc,
+                            struct pgcdc_err *err)
+{
+    struct pgcdc_sink *s = calloc(1, sizeof *s);
+    struct pgcdc_sink **lanes = realloc(p->lanes, (p->nlanes + 1) * sizeof *lanes);
+    if (s == NULL || lanes == NULL) {
+        free(s);
+        return pgcdc_err_set(err, PGCDC_ENOMEM, "out of memory");
+    }
+    p->lanes = lanes;
+    s->p = p;
+    s->plugin = plugin;
+    s->config = config;
+    snprintf(s->name, sizeof s->name, "%s", sc->name);
+    snprintf(s->component, sizeof s->component, "sink:%s", sc->name);
+    s->batch_events = sc->batch_events;
+    s->batch_bytes = sc->batch_bytes;
+    s->linger_ms = sc->linger_ms;
+    s->max_inflight = sc->max_inflight_batches;
+    s->retry_min_ms = sc->retry_min_ms;
+    s->retry_max_ms = sc->retry_max_ms;
+    s->cursor = 1;
+    s->next_batch_id = 1;
+    pthread_mutex_init(&s->mu, NULL);
+    pthread_condattr_t ca;
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_cond_init(&s->cond, &ca);
+    pthread_condattr_destroy(&ca);
+    p->lanes[p->nlanes++] = s; /* owned by the pipeline from here on, even if init fails */
+
+    s->state_of = calloc(p->nslots, 1);
+    s->retry = calloc(p->nslots, sizeof *s->retry);
+    s->batches = calloc((size_t)s->max_inflight, sizeof *s->batches);
+    if (s->state_of == NULL || s->retry == NULL || s->batches == NULL) {
+        return pgcdc_err_set(err, PGCDC_ENOMEM, "out of memory");
+    }
+    for (int64_t i = 0; i < s->max_inflight; i++) {
+        s->batches[i].seqs = calloc((size_t)s->batch_events, sizeof(uint64_t));
+        s->batches[i].evs = calloc((size_t)s->batch_events, sizeof(void *));
+        if (s->batches[i].seqs == NULL || s->batches[i].evs == NULL) {
+            return pgcdc_err_set(err, PGCDC_ENOMEM, "out of memory");
+        }
+    }
+    struct pgcdc_err perr = {0};
+    int rc = plugin->init(s, &pgcdc_host_api_v1, config, &s->state, &perr);
+    if (rc < 0) {
+        return pgcdc_err_set(err, rc, "sink %s (%s): init failed: %s", s->name, plugin->name,
+                             perr.msg[0] ? perr.msg : pgcdc_strerror(rc));
+    }
+    s->initialized = 1;
+    return 0;
+}
+
+/* ---- lane thread ---- */
+
+static void retry_push(struct pgcdc_sink *s, uint64_t seq)
+{
+    /* The retry ring never holds more than the log's slots: each seq is there at most once. */
+    s->retry[(s->retry_head + s->retry_len) & s->p->mask] = seq;
+    s->retry_len++;
+}
+
+static int cmp_u64(const void *a, const void *b)
+{
+    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+    return x < y ? -1 : x > y;
+}
+
+/* Sort the retry ring by seq, so redelivery keeps commit order. Called with s->mu held. */
+static void retry_sort(struct pgcdc_sink *s)
+{
+    if (s->retry_len < 2) {
+        return;
+    }
+    uint64_t *tmp = malloc(s->retry_len * sizeof *tmp);
+    if (tmp == NULL) {
+        return; /* order within retries is best effort under memory pressure */
+    }
+    for (size_t i = 0; i < s->retry_len; i++) {
+        tmp[i] = s->retry[(s->retry_head + i) & s->p->mask];
+    }
+    qsort(tmp, s->retry_len, sizeof *tmp, cmp_u64);
+    for (size_t i = 0; i < s->retry_len; i++) {
+        s->retry[(s->retry_head + i) & s->p->mask] = tmp[i];
+    }
+    free(tmp);
+}
+
+/*
+ * Fill batch `b` with retries first (when their backoff has passed), else new events. While
+ * retries are pending no new event is handed out, so a key's later change cannot overtake
+ * an earlier one that is waiting for redelivery. Called with s->mu held; returns the count.
+ */
+static uint32_t collect(struct pgcdc_sink *s, struct batch *b, int *waiting_retry)
+{
+    struct pgcdc_pipeline *p = s->p;
+    uint32_t n = 0;
+    size_t bytes = 0;
+    *waiting_retry = 0;
+    if (s->retry_len > 0) {
+        struct timespec now;
+        clock_gettime(CLOCK_MONOTONIC, &now);
+        if (ts_before(&now, &s->retry_at)) {
+            *waiting_retry = 1;
+            return 0;
+        }
+        retry_sort(s);
+        while (s->retry_len > 0 && n < (uint32_t)s->batch_events) {
+            uint64_t seq = s->retry[s->retry_head & p->mask];
+            struct slot *sl = &p->slots[seq & p->mask];
+            if (n > 0 && bytes + sl->ev.payload_len > (size_t)s->batch_bytes) {
+                break;
+            }
+            s->retry_head++;
+            s->retry_len--;
+            b->seqs[n] = seq;
+            b->evs[n] = &sl->ev;
+            bytes += sl->ev.payload_len;
+            n++;
+        }
+        return n;
+    }
+    uint64_t head = atomic_load_explicit(&p->head, memory_order_acquire);
+    while (s->cursor < head && n < (uint32_t)s->batch_events) {
+        struct slot *sl = &p->slots[s->cursor & p->mask];
+        if (n > 0 && bytes + sl->ev.payload_len > (size_t)s->batch_bytes) {
+            break;
+        }
+        b->seqs[n] = s->cursor;
+        b->evs[n] = &sl->ev;
+        bytes += sl->ev.payload_len;
+        n++;
+        s->cursor++;
+    }
+    return n;
+}
+
+static struct batch *free_batch(struct pgcdc_sink *s)
+{
+    if (s->inflight_batches >= s->max_inflight) {
+        return NULL;
+    }
+    for (int64_t i = 0; i < s->max_inflight; i++) {
+        uint64_t id = s->next_batch_id + (uint64_t)i;
+        struct batch *b = &s->batches[id % (uint64_t)s->max_inflight];
+        if (!b->active) {
+            s->next_batch_id = id;
+            return b;
+        }
+    }
+    return NULL;
+}
+
+static void timed_wait(struct pgcdc_sink *s, int64_t ms)
+{
+    struct timespec ts;
+    now_plus_ms(&ts, ms);
+    pthread_cond_timedwait(&s->cond, &s->mu, &ts);
+}
+
+static int lane_start_plugin(struct pgcdc_sink *s)
+{
+    unsigned attempt = 0;
+    while (s->plugin->start != NULL) {
+        struct pgcdc_err e = {0};
+        int rc = s->plugin->start(s->state, &e);
+        if (rc == 0) {
+            break;
+        }
+        int64_t wait = backoff_ms(s->retry_min_ms, s->retry_max_ms, attempt++);
+        pgcdc_log(PGCDC_LOG_WARN, s->component, "start failed: %s; retrying in %lld ms",
+                  e.msg[0] ? e.msg : pgcdc_strerror(rc), (long long)wait);
+        pthread_mutex_lock(&s->mu);
+        if (!s->stopping) {
+            timed_wait(s, wait);
+        }
+        int stop = s->stopping;
+        pthread_mutex_unlock(&s->mu);
+        if (stop) {
+            return -1;
+        }
+    }
+    pthread_mutex_lock(&s->mu);
+    s->started = 1;
+    pthread_mutex_unlock(&s->mu);
+    pgcdc_log(PGCDC_LOG_INFO, s->component, "started (%s %s)", s->plugin->name,
+              s->plugin->version ? s->plugin->version : "");
+    return 0;
+}
+
+static void *lane_main(void *arg)
+{
+    struct pgcdc_sink *s = arg;
+    struct pgcdc_pipeline *p = s->p;
+    if (lane_start_plugin(s) != 0) {
+        return NULL;
+    }
+    pthread_mutex_lock(&s->mu);
+    struct timespec first_seen = {0};
+    int lingering = 0;
+    while (!s->stopping) {
+        struct batch *b = free_batch(s);
+        if (b == NULL) {
+            pthread_cond_wait(&s->cond, &s->mu); /* an ack frees a batch slot */
+            continue;
+        }
+        /* Linger: wait a little for a fuller batch, unless draining or already full. */
+        uint64_t head = atomic_load_explicit(&p->head, memory_order_acquire);
+        uint64_t avail = head - s->cursor;
+        if (s->retry_len == 0 && avail > 0 && avail < (uint64_t)s->batch_events &&
+            s->linger_ms > 0 && !atomic_load(&p->draining)) {
+            struct timespec now;
+            clock_gettime(CLOCK_MONOTONIC, &now);
+            if (!lingering) {
+                lingering = 1;
+                now_plus_ms(&first_seen, s->linger_ms);
+            }
+            if (ts_before(&now, &first_seen)) {
+                pthread_cond_timedwait(&s->cond, &s->mu, &first_seen);
+                continue;
+            }
+        }
+        int waiting_retry;
+        uint32_t n = collect(s, b, &waiting_retry);
+        if (n == 0) {
+            lingering = 0;
+            if (waiting_retry) {
+                pthread_cond_timedwait(&s->cond, &s->mu, &s->retry_at);
+            }
+            else {
+                pthread_cond_wait(&s->cond, &s->mu);
+            }
+            continue;
+        }
+        lingering = 0;
+        b->id = s->next_batch_id++; /* free_batch chose the slot of exactly this id */
+        b->count = n;
+        b->outstanding = n;
+        b->active = 1;
+        s->inflight_batches++;
+        for (uint32_t i = 0; i < n; i++) {
+            s->state_of[b->seqs[i] & p->mask] = EV_INFLIGHT;
+        }
+        struct pgcdc_batch view = {.id = b->id, .count = n, .events = b->evs};
+        pthread_mutex_unlock(&s->mu);
+
+        struct pgcdc_err e = {0};
+        int rc = s->plugin->deliver(s->state, &view, &e);
+
+        pthread_mutex_lock(&s->mu);
+        if (rc < 0) {
+            /* Not accepted: no ack will come (sink.h); every event goes back for retry. */
+            for (uint32_t i = 0; i < n; i++) {
+                uint8_t *st = &s->state_of[b->seqs[i] & p->mask];
+                if (*st == EV_INFLIGHT) {
+                    *st = EV_RETRY;
+                    retry_push(s, b->seqs[i]);
+                }
+            }
+            b->active = 0;
+            s->inflight_batches--;
+            int64_t wait = backoff_ms(s->retry_min_ms, s->retry_max_ms, s->retry_attempt++);
+            now_plus_ms(&s->retry_at, wait);
+            pgcdc_log(PGCDC_LOG_WARN, s->component,
+                      "deliver of %u events failed: %s; retrying in %lld ms", n,
+                      e.msg[0] ? e.msg : pgcdc_strerror(rc), (long long)wait);
+        }
+    }
+    pthread_mutex_unlock(&s->mu);
+    return NULL;
+}
+
+int pgcdc_pipeline_start(struct pgcdc_pipeline *p, struct pgcdc_err *err)
+{
+    /* Lane threads must not take the process's signals: block them while creating. */
+    sigset_t all, old;
+    sigfillset(&all);
+    pthread_sigmask(SIG_BLOCK, &all, &old);
+    int rc = 0;
+    for (size_t i = 0; i < p->nlanes; i++) {
+        struct pgcdc_sink *s = p->lanes[i];
+        if (pthread_create(&s->thread, NULL, lane_main, s) != 0) {
+            rc = pgcdc_err_set(err, PGCDC_ENOMEM, "cannot start the thread of sink %s", s->name);
+            break;
+        }
+        s->thread_started = 1;
+    }
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    return rc;
+}
+
+/* ---- host API ---- */
+
+static void host_log(struct pgcdc_sink *s, int level, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    pgcdc_vlog(level, s != NULL ? s->component : "sink", fmt, ap);
+    va_end(ap);
+}
+
+static void host_ack(struct pgcdc_sink *s, uint64_t batch_id, size_t first, size_t n,
+                     enum pgcdc_ack status, const char *reason)
+{
+    struct pgcdc_pipeline *p = s->p;
+    int released = 0, retried = 0;
+    pthread_mutex_lock(&s->mu);
+    struct batch *b = &s->batches[batch_id % (uint64_t)s->max_inflight];
+    if (s->stopped || !b->active || b->id != batch_id || first > b->count || n > b->count - first) {
+        pthread_mutex_unlock(&s->mu);
+        pgcdc_log(PGCDC_LOG_ERROR, s->component,
+                  "ack contract violation: batch %llu [%zu, +%zu) is not in flight (ignored)",
+                  (unsigned long long)batch_id, first, n);
+        return;
+    }
+    for (size_t i = first; i < first + n; i++) {
+        uint64_t seq = b->seqs[i];
+        uint8_t *st = &s->state_of[seq & p->mask];
+        if (*st != EV_INFLIGHT) {
+            pgcdc_log(PGCDC_LOG_ERROR, s->component,
+                      "ack contract violation: event %zu of batch %llu acked twice (ignored)", i,
+                      (unsigned long long)batch_id);
+            continue;
+        }
+        struct slot *sl = &p->slots[seq & p->mask];
+        switch (status) {
+        case PGCDC_ACK_OK:
+            *st = EV_DONE;
+            atomic_fetch_sub(&sl->remaining, 1);
+            released++;
+            break;
+        case PGCDC_ACK_RETRY:
+            *st = EV_RETRY;
+            retry_push(s, seq);
+            retried++;
+            break;
+        case PGCDC_ACK_DROP:
+            /* on_poison: fail (the only policy until dead letters exist): stop without
+             * releasing this event, so the checkpoint never passes it. */
+            *st = EV_DONE;
+            set_failed(p, PGCDC_EPOISON, "sink %s cannot deliver event %s: %s", s->name, sl->ev.id,
+                       reason ? reason : "dropped");
+            break;
+        default:
+            *st = EV_DONE;
+            set_failed(p, PGCDC_EIO, "sink %s failed: %s", s->name, reason ? reason : "fatal");
+            break;
+        }
+        b->outstanding--;
+    }
+    if (retried > 0) {
+        int64_t wait = backoff_ms(s->retry_min_ms, s->retry_max_ms, s->retry_attempt++);
+        now_plus_ms(&s->retry_at, wait);
+        pgcdc_log(PGCDC_LOG_WARN, s->component, "%d events to retry in %lld ms: %s", retried,
+                  (long long)wait, reason ? reason : "retry");
+    }
+    else if (released > 0) {
+        s->retry_attempt = 0;
+    }
+    if (b->outstanding == 0) {
+        b->active = 0;
+        s->inflight_batches--;
+    }
+    pthread_cond_signal(&s->cond);
+    pthread_mutex_unlock(&s->mu);
+    if (released > 0) {
+        wake_source(p);
+    }
+}
+
+static void *host_alloc(size_t n)
+{
+    return malloc(n);
+}
+
+static void host_free(void *ptr)
+{
+    free(ptr);
+}
+
+static size_t host_event_json(const struct pgcdc_event *ev, char *dst, size_t cap)
+{
+    return pgcdc_event_to_json(ev->payload, ev->payload_len, dst, cap);
+}
+
+static void host_count(struct pgcdc_sink *s, const char *name, uint64_t delta)
+{
+    int n = atomic_load(&s->ncounters);
+    for (int i = 0; i < n; i++) {
+        if (strcmp(s->counters[i].name, name) == 0) {
+            atomic_fetch_add(&s->counters[i].value, delta);
+            return;
+        }
+    }
+    pthread_mutex_lock(&s->mu);
+    n = atomic_load(&s->ncounters);
+    int i;
+    for (i = 0; i < n; i++) {
+        if (strcmp(s->counters[i].name, name) == 0) {
+            break;
+        }
+    }
+    if (i == n && n < MAX_COUNTERS) {
+        snprintf(s->counters[i].name, sizeof s->counters[i].name, "%s", name);
+        atomic_store(&s->counters[i].value, 0);
+        atomic_store(&s->ncounters, n + 1);
+    }
+    if (i < MAX_COUNTERS) {
+        atomic_fetch_add(&s->counters[i].value, delta);
+    }
+    pthread_mutex_unlock(&s->mu);
+}
+
+const struct pgcdc_host_api pgcdc_host_api_v1 = {
+    .size = sizeof(struct pgcdc_host_api),
+    .abi_major = PGCDC_SINK_ABI_MAJOR,
+    .abi_minor = PGCDC_SINK_ABI_MINOR,
+    .log = host_log,
+    .ack = host_ack,
+    .alloc = host_alloc,
+    .free = host_free,
+    .event_json = host_event_json,
+    .count = host_count,
+};
+
+/* ---- source side ---- */
+
+int pgcdc_pipeline_wake_fd(const struct pgcdc_pipeline *p)
+{
+    return p->wake_fd;
+}
+
+void pgcdc_pipeline_clear_wake(struct pgcdc_pipeline *p)
+{
+    uint64_t v;
+    ssize_t n = read(p->wake_fd, &v, sizeof v);
+    (void)n;
+}
+
+int pgcdc_pipeline_begin_txn(struct pgcdc_pipeline *p, uint64_t commit_lsn)
+{
+    if (p->txn_len == p->ntxns_cap) {
+        return PGCDC_EAGAIN;
+    }
+    struct txn *t = &p->txns[(p->txn_head + p->txn_len) % p->ntxns_cap];
+    t->commit_lsn = commit_lsn;
+    t->end_lsn = 0;
+    t->end_seq = 0;
+    t->committed = 0;
+    p->txn_len++;
+    p->txn_is_open = 1;
+    return 0;
+}
+
+void pgcdc_pipeline_commit_txn(struct pgcdc_pipeline *p, uint64_t end_lsn)
+{
+    if (!p->txn_is_open) {
+        return;
+    }
+    struct txn *t = &p->txns[(p->txn_head + p->txn_len - 1) % p->ntxns_cap];
+    t->end_lsn = end_lsn;
+    t->end_seq = p->pushed;
+    t->committed = 1;
+    p->txn_is_open = 0;
+}
+
+void pgcdc_pipeline_abort_txn(struct pgcdc_pipeline *p)
+{
+    if (p->txn_is_open) {
+        p->txn_len--;
+        p->txn_is_open = 0;
+    }
+}
+
+int pgcdc_pipeline_txn_open(const struct pgcdc_pipeline *p)
+{
+    return p->txn_is_open;
+}
+
+int pgcdc_pipeline_push(struct pgcdc_pipeline *p, const struct pgcdc_event *ev)
+{
+    if (p->pushed - p->tail >= p->nslots) {
+        return PGCDC_EAGAIN;
+    }
+    size_t idlen = strlen(ev->id) + 1, slen = strlen(ev->schema) + 1, tlen = strlen(ev->table) + 1;
+    size_t need = ev->payload_len + idlen + slen + tlen;
+    need = (need + 7) & ~(size_t)7;
+    char *dst;
+    size_t footprint = 0;
+    void *heap = NULL;
+    if (need > p->arena_size) {
+        /* Larger than the whole arena: only alone, so memory stays bounded. */
+        if (p->pushed != p->tail) {
+            return PGCDC_EAGAIN;
+        }
+        heap = malloc(need);
+        if (heap == NULL) {
+            return PGCDC_EAGAIN;
+        }
+        dst = heap;
+    }
+    else {
+        size_t used = p->arena_head - p->arena_tail;
+        size_t pos = p->arena_head % p->arena_size;
+        size_t waste = (pos + need > p->arena_size) ? p->arena_size - pos : 0;
+        if (used + waste + need > p->arena_size) {
+            return PGCDC_EAGAIN;
+        }
+        footprint = waste + need;
+        dst = p->arena + (waste ? 0 : pos);
+        p->arena_head += footprint;
+    }
+    struct slot *sl = &p->slots[p->pushed & p->mask];
+    sl->ev = *ev;
+    memcpy(dst, ev->payload, ev->payload_len);
+    sl->ev.payload = dst;
+    char *str = dst + ev->payload_len;
+    memcpy(str, ev->id, idlen);
+    sl->ev.id = str;
+    memcpy(str + idlen, ev->schema, slen);
+    sl->ev.schema = str + idlen;
+    memcpy(str + idlen + slen, ev->table, tlen);
+    sl->ev.table = str + idlen + slen;
+    sl->ev.seq = p->pushed;
+    sl->footprint = footprint;
+    sl->heap = heap;
+    /* NOTE: the lanes' state_of[] for this index still says EV_DONE from the previous
+     * occupant, which every lane acked; a lane sets EV_INFLIGHT when it delivers, and acks
+     * are only accepted for EV_INFLIGHT, so no reset is needed (and none races the lanes). */
+    atomic_store_explicit(&sl->remaining, (int)p->nlanes, memory_order_relaxed);
+    p->pushed++;
+    return 0;
+}
+
+void pgcdc_pipeline_publish(struct pgcdc_pipeline *p)
+{
+    if (atomic_load_explicit(&p->head, memory_order_relaxed) == p->pushed) {
+        return;
+    }
+    atomic_store_explicit(&p->head, p->pushed, memory_order_release);
+    for (size_t i = 0; i < p->nlanes; i++) {
+        struct pgcdc_sink *s = p->lanes[i];
+        pthread_mutex_lock(&s->mu);
+        pthread_cond_signal(&s->cond);
+        pthread_mutex_unlock(&s->mu);
+    }
+}
+
+uint64_t pgcdc_pipeline_advance(struct pgcdc_pipeline *p)
+{
+    uint64_t head = atomic_load_explicit(&p->head, memory_order_relaxed);
+    while (p->tail < head) {
+        struct slot *sl = &p->slots[p->tail & p->mask];
+        if (atomic_load_explicit(&sl->remaining, memory_order_acquire) != 0) {
+            break;
+        }
+        p->arena_tail += sl->footprint;
+        free(sl->heap);
+        sl->heap = NULL;
+        p->tail++;
+    }
+    while (p->txn_len > 0) {
+        struct txn *t = &p->txns[p->txn_head];
+        if (!t->committed || t->end_seq > p->tail) {
+            break;
+        }
+        if (t->end_lsn > p->flushable) {
+            p->flushable = t->end_lsn;
+        }
+        p->txn_head = (p->txn_head + 1) % p->ntxns_cap;
+        p->txn_len--;
+    }
+    return p->flushable;
+}
+
+int pgcdc_pipeline_idle(const struct pgcdc_pipeline *p)
+{
+    return p->txn_len == 0 && !p->txn_is_open && p->tail == p->pushed;
+}
+
+size_t pgcdc_pipeline_held_bytes(const struct pgcdc_pipeline *p)
+{
+    return p->arena_head - p->arena_tail;
+}
+
+uint64_t pgcdc_pipeline_held_events(const struct pgcdc_pipeline *p)
+{
+    return p->pushed - p->tail;
+}
+
+int pgcdc_pipeline_failed(struct pgcdc_pipeline *p, struct pgcdc_err *err)
+{
+    pthread_mutex_lock(&p->fail_mu);
+    int rc = p->fail_rc;
+    if (rc != 0) {
+        pgcdc_err_set(err, rc, "%s", p->fail_msg);
+    }
+    pthread_mutex_unlock(&p->fail_mu);
+    return rc;
+}
+
+void pgcdc_pipeline_set_draining(struct pgcdc_pipeline *p)
+{
+    atomic_store(&p->draining, 1);
+    for (size_t i = 0; i < p->nlanes; i++) {
+        struct pgcdc_sink *s = p->lanes[i];
+        pthread_mutex_lock(&s->mu);
+        pthread_cond_signal(&s->cond);
+        pthread_mutex_unlock(&s->mu);
+    }
+}
+
+void pgcdc_pipeline_stop(struct pgcdc_pipeline *p, int timeout_ms)
+{
+    if (p->stopped) {
+        return;
+    }
+    p->stopped = 1;
+    for (size_t i = 0; i < p->nlanes; i++) {
+        struct pgcdc_sink *s = p->lanes[i];
+        pthread_mutex_lock(&s->mu);
+        s->stopping = 1;
+        pthread_cond_broadcast(&s->cond);
+        pthread_mutex_unlock(&s->mu);
+        if (s->thread_started) {
+            pthread_join(s->thread, NULL);
+            s->thread_started = 0;
+        }
+    }
+    int share = p->nlanes > 0 ? timeout_ms / (int)p->nlanes : 0;
+    for (size_t i = 0; i < p->nlanes; i++) {
+        struct pgcdc_sink *s = p->lanes[i];
+        if (!s->initialized) {
+            continue;
+        }
+        if (s->started && s->plugin->flush != NULL) {
+            struct pgcdc_err e = {0};
+            int rc = s->plugin->flush(s->state, share, &e);
+            if (rc < 0) {
+                pgcdc_log(PGCDC_LOG_WARN, s->component, "flush: %s",
+                          e.msg[0] ? e.msg : pgcdc_strerror(rc));
+            }
+        }
+        if (s->plugin->stop != NULL) {
+            s->plugin->stop(s->state);
+        }
+        pthread_mutex_lock(&s->mu);
+        s->stopped = 1;
+        pthread_mutex_unlock(&s->mu);
+        s->plugin->destroy(s->state);
+        s->state = NULL;
+        s->initialized = 0;
+    }
+}
+
+void pgcdc_pipeline_free(struct pgcdc_pipeline *p)
+{
+    if (p == NULL) {
+        return;
+    }
+    pgcdc_pipeline_stop(p, 0);
+    for (size_t i = 0; i < p->nlanes; i++) {
+        struct pgcdc_sink *s = p->lanes[i];
+        if (s->batches != NULL) {
+            for (int64_t j = 0; j < s->max_inflight; j++) {
+                free(s->batches[j].seqs);
+                free(s->batches[j].evs);
+            }
+        }
+        free(s->batches);
+        free(s->state_of);
+        free(s->retry);
+        pthread_mutex_destroy(&s->mu);
+        pthread_cond_destroy(&s->cond);
+        free(s);
+    }
+    free(p->lanes);
+    if (p->slots != NULL) {
+        for (size_t i = 0; i < p->nslots; i++) {
+            free(p->slots[i].heap);
+        }
+    }
+    free(p->slots);
+    free(p->arena);
+    free(p->txns);
+    if (p->wake_fd >= 0) {
+        close(p->wake_fd);
+    }
+    pthread_mutex_destroy(&p->fail_mu);
+    free(p);
+}
