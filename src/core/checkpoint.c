@@ -41,6 +41,15 @@ int pgcdc_lsn_parse(const char *s, uint64_t *out)
     return 0;
 }
 
+uint64_t pgcdc_flush_next(uint64_t current, uint64_t flushable, int idle, uint64_t wal_end)
+{
+    uint64_t cand = flushable;
+    if (idle && wal_end > cand) {
+        cand = wal_end;
+    }
+    return cand > current ? cand : current;
+}
+
 static void copy_value(char *dst, size_t cap, const char *v)
 {
     snprintf(dst, cap, "%s", v);

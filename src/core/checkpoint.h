@@ -29,6 +29,16 @@ int pgcdc_checkpoint_read(const char *dir, struct pgcdc_checkpoint *cp, int *fou
 int pgcdc_checkpoint_write(const char *dir, const struct pgcdc_checkpoint *cp,
                            struct pgcdc_err *err);
 
+/*
+ * The next flush LSN to report (DESIGN §2 rule 1), a pure function so it can be tested:
+ *   - `flushable`: end LSN of the newest transaction every sink has fully acked;
+ *   - `idle`: nothing is held (no open, pending or unacked transaction), in which case the
+ *     keepalive's `wal_end` may be confirmed too, so idle slots advance;
+ *   - the result never goes below `current` (never backwards) and stays 0 only while
+ *     nothing is known (callers never report 0/0).
+ */
+uint64_t pgcdc_flush_next(uint64_t current, uint64_t flushable, int idle, uint64_t wal_end);
+
 /* Parse "16/B374D848" into an LSN; 0 on success. */
 int pgcdc_lsn_parse(const char *s, uint64_t *out);
 

@@ -47,9 +47,10 @@
 #include "pg/replication.h"
 #include "plugin/registry.h"
 
-#define PROTO_VERSION            1
-#define FEEDBACK_MIN_INTERVAL_MS 1000 /* status update after a flush advance, at most this often   \
-                                       */
+#define PROTO_VERSION 1
+#define FEEDBACK_MIN_INTERVAL_MS                                                                   \
+    1000 /* status update after a flush advance, at most this often                                \
+          */
 #define BUSY_LOWAT   (64 * 1024)
 #define BUSY_POLL_MS 5    /* latency bound while the low-water mark is raised */
 #define MAX_PENDING  4096 /* events one pgoutput message can produce (truncate of many tables) */
@@ -283,15 +284,11 @@ static int write_checkpoint(struct engine *e, uint64_t lsn, struct pgcdc_err *er
 /* Recompute the flush LSN from the pipeline (never backwards). */
 static void update_flush(struct engine *e)
 {
-    uint64_t cand = pgcdc_pipeline_advance(e->pipe);
-    if (e->npend == 0 && !e->in_txn && pgcdc_pipeline_idle(e->pipe) && e->server_wal_end > cand) {
-        /* Nothing received is unacked: everything up to the keepalive's wal_end has been
-         * seen and delivered, so the slot may advance past WAL we were not sent. */
-        cand = e->server_wal_end;
-    }
-    if (cand > e->flush_lsn) {
-        e->flush_lsn = cand;
-    }
+    uint64_t flushable = pgcdc_pipeline_advance(e->pipe);
+    /* Idle: nothing received is unacked, so everything up to the keepalive's wal_end has
+     * been seen and delivered and the slot may advance past WAL we were not sent. */
+    int idle = e->npend == 0 && !e->in_txn && pgcdc_pipeline_idle(e->pipe);
+    e->flush_lsn = pgcdc_flush_next(e->flush_lsn, flushable, idle, e->server_wal_end);
 }
 
 /*

@@ -1,0 +1,358 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * test_pipeline.c - the ack contract and the flushable LSN, with a recording sink whose acks
+ * the test sends by hand (from the test thread or other threads, in any order).
+ */
+#include <criterion/criterion.h>
+#include <criterion/new/assert.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "core/pipeline.h"
+
+/* ---- a recording sink ---- */
+
+#define MAX_BATCHES 256
+
+struct rec_batch {
+    uint64_t id;
+    size_t count;
+    char ids[64][64];
+};
+
+struct rec_sink {
+    struct pgcdc_sink *handle;
+    pthread_mutex_t mu;
+    struct rec_batch batches[MAX_BATCHES];
+    int nbatches;
+    int fail_deliveries; /* deliver returns an error this many times */
+};
+
+static struct rec_sink *sinks[4];
+static int nsinks;
+
+static int rec_init(struct pgcdc_sink *s, const struct pgcdc_host_api *host, const void *config,
+                    void **state, struct pgcdc_err *err)
+{
+    (void)host;
+    (void)config;
+    (void)err;
+    struct rec_sink *r = calloc(1, sizeof *r);
+    r->handle = s;
+    pthread_mutex_init(&r->mu, NULL);
+    sinks[nsinks++] = r;
+    *state = r;
+    return 0;
+}
+
+static int rec_deliver(void *state, const struct pgcdc_batch *b, struct pgcdc_err *err)
+{
+    struct rec_sink *r = state;
+    pthread_mutex_lock(&r->mu);
+    if (r->fail_deliveries > 0) {
+        r->fail_deliveries--;
+        pthread_mutex_unlock(&r->mu);
+        snprintf(err->msg, sizeof err->msg, "injected");
+        return PGCDC_EIO;
+    }
+    struct rec_batch *rb = &r->batches[r->nbatches];
+    rb->id = b->id;
+    rb->count = b->count;
+    for (size_t i = 0; i < b->count && i < 64; i++) {
+        snprintf(rb->ids[i], sizeof rb->ids[i], "%s", b->events[i]->id);
+    }
+    r->nbatches++;
+    pthread_mutex_unlock(&r->mu);
+    return 0;
+}
+
+static void rec_destroy(void *state)
+{
+    free(state);
+}
+
+static const struct pgcdc_sink_plugin rec_plugin = {
+    .size = sizeof(struct pgcdc_sink_plugin),
+    .abi_major = PGCDC_SINK_ABI_MAJOR,
+    .name = "rec",
+    .init = rec_init,
+    .deliver = rec_deliver,
+    .destroy = rec_destroy,
+};
+
+static struct pgcdc_pipeline *mk(int nsink, size_t buffer_bytes, int64_t batch_events)
+{
+    struct pgcdc_pipeline_opts o = {.buffer_bytes = buffer_bytes, .max_events = 64};
+    struct pgcdc_pipeline *p = NULL;
+    struct pgcdc_err err = {0};
+    cr_assert(eq(int, pgcdc_pipeline_new(&o, &p, &err), 0), "%s", err.msg);
+    nsinks = 0;
+    for (int i = 0; i < nsink; i++) {
+        struct pgcdc_sink_config sc = {.name = "rec",
+                                       .type = "rec",
+                                       .batch_events = batch_events,
+                                       .batch_bytes = 1 << 20,
+                                       .linger_ms = 0,
+                                       .max_inflight_batches = 4,
+                                       .retry_min_ms = 5,
+                                       .retry_max_ms = 20};
+        cr_assert(eq(int, pgcdc_pipeline_add_sink(p, &rec_plugin, NULL, &sc, &err), 0), "%s",
+                  err.msg);
+    }
+    cr_assert(eq(int, pgcdc_pipeline_start(p, &err), 0));
+    return p;
+}
+
+static int push(struct pgcdc_pipeline *p, const char *id)
+{
+    static const char payload[] = "\x81\xa1v\x01"; /* {"v":1} */
+    struct pgcdc_event ev = {.op = 'c',
+                             .id = id,
+                             .schema = "public",
+                             .table = "t",
+                             .payload = payload,
+                             .payload_len = 4};
+    return pgcdc_pipeline_push(p, &ev);
+}
+
+/* Wait until sink k has recorded n batches (2 s at most). */
+static void wait_batches(int k, int n)
+{
+    for (int i = 0; i < 2000; i++) {
+        pthread_mutex_lock(&sinks[k]->mu);
+        int got = sinks[k]->nbatches;
+        pthread_mutex_unlock(&sinks[k]->mu);
+        if (got >= n) {
+            return;
+        }
+        usleep(1000);
+    }
+    cr_fatal("sink %d: wanted %d batches", k, n);
+}
+
+static void ack(int k, int batch, size_t first, size_t n, enum pgcdc_ack st)
+{
+    pgcdc_host_api_v1.ack(sinks[k]->handle, sinks[k]->batches[batch].id, first, n, st, "test");
+}
+
+/* Advance until the flushable LSN reaches want (acks land asynchronously), 1 s at most. */
+static uint64_t advance_to(struct pgcdc_pipeline *p, uint64_t want)
+{
+    uint64_t got = 0;
+    for (int i = 0; i < 1000; i++) {
+        got = pgcdc_pipeline_advance(p);
+        if (got >= want) {
+            break;
+        }
+        usleep(1000);
+    }
+    return got;
+}
+
+Test(pipeline, flush_waits_for_every_event_of_a_transaction)
+{
+    struct pgcdc_pipeline *p = mk(1, 1 << 16, 64);
+    cr_assert(eq(int, pgcdc_pipeline_begin_txn(p, 0x100), 0));
+    push(p, "a/1");
+    push(p, "a/2");
+    pgcdc_pipeline_commit_txn(p, 0x110);
+    cr_assert(eq(int, pgcdc_pipeline_begin_txn(p, 0x200), 0));
+    push(p, "b/1");
+    pgcdc_pipeline_commit_txn(p, 0x210);
+    pgcdc_pipeline_publish(p);
+    wait_batches(0, 1);
+    cr_assert(eq(sz, sinks[0]->batches[0].count, 3));
+    /* Ack the newest transaction first: nothing may be flushed past the unacked events. */
+    ack(0, 0, 2, 1, PGCDC_ACK_OK);
+    usleep(20000);
+    cr_assert(eq(u64, pgcdc_pipeline_advance(p), 0));
+    ack(0, 0, 1, 1, PGCDC_ACK_OK);
+    usleep(20000);
+    cr_assert(eq(u64, pgcdc_pipeline_advance(p), 0));
+    ack(0, 0, 0, 1, PGCDC_ACK_OK);
+    cr_assert(eq(u64, advance_to(p, 0x210), 0x210));
+    cr_assert(eq(int, pgcdc_pipeline_idle(p), 1));
+    pgcdc_pipeline_free(p);
+}
+
+Test(pipeline, every_sink_must_ack)
+{
+    struct pgcdc_pipeline *p = mk(2, 1 << 16, 64);
+    pgcdc_pipeline_begin_txn(p, 0x100);
+    push(p, "a/1");
+    pgcdc_pipeline_commit_txn(p, 0x110);
+    pgcdc_pipeline_publish(p);
+    wait_batches(0, 1);
+    wait_batches(1, 1);
+    ack(0, 0, 0, 1, PGCDC_ACK_OK);
+    usleep(20000);
+    cr_assert(eq(u64, pgcdc_pipeline_advance(p), 0));
+    ack(1, 0, 0, 1, PGCDC_ACK_OK);
+    cr_assert(eq(u64, advance_to(p, 0x110), 0x110));
+    pgcdc_pipeline_free(p);
+}
+
+Test(pipeline, retry_redelivers_the_same_event)
+{
+    struct pgcdc_pipeline *p = mk(1, 1 << 16, 64);
+    pgcdc_pipeline_begin_txn(p, 0x100);
+    push(p, "a/1");
+    push(p, "a/2");
+    pgcdc_pipeline_commit_txn(p, 0x110);
+    pgcdc_pipeline_publish(p);
+    wait_batches(0, 1);
+    ack(0, 0, 0, 1, PGCDC_ACK_OK);
+    ack(0, 0, 1, 1, PGCDC_ACK_RETRY);
+    wait_batches(0, 2);
+    cr_assert(eq(sz, sinks[0]->batches[1].count, 1));
+    cr_assert(eq(str, sinks[0]->batches[1].ids[0], "a/2"));
+    cr_assert(eq(u64, pgcdc_pipeline_advance(p), 0));
+    ack(0, 1, 0, 1, PGCDC_ACK_OK);
+    cr_assert(eq(u64, advance_to(p, 0x110), 0x110));
+    pgcdc_pipeline_free(p);
+}
+
+Test(pipeline, refused_deliver_is_retried_without_acks)
+{
+    struct pgcdc_pipeline *p = mk(1, 1 << 16, 64);
+    sinks[0]->fail_deliveries = 2;
+    pgcdc_pipeline_begin_txn(p, 0x100);
+    push(p, "a/1");
+    pgcdc_pipeline_commit_txn(p, 0x110);
+    pgcdc_pipeline_publish(p);
+    wait_batches(0, 1); /* recorded only once deliver accepts */
+    cr_assert(eq(str, sinks[0]->batches[0].ids[0], "a/1"));
+    cr_assert(eq(int, sinks[0]->fail_deliveries, 0));
+    ack(0, 0, 0, 1, PGCDC_ACK_OK);
+    cr_assert(eq(u64, advance_to(p, 0x110), 0x110));
+    pgcdc_pipeline_free(p);
+}
+
+Test(pipeline, second_terminal_ack_is_ignored)
+{
+    struct pgcdc_pipeline *p = mk(2, 1 << 16, 64);
+    pgcdc_pipeline_begin_txn(p, 0x100);
+    push(p, "a/1");
+    pgcdc_pipeline_commit_txn(p, 0x110);
+    pgcdc_pipeline_publish(p);
+    wait_batches(0, 1);
+    wait_batches(1, 1);
+    ack(0, 0, 0, 1, PGCDC_ACK_OK);
+    ack(0, 0, 0, 1, PGCDC_ACK_OK); /* contract violation: must not count for sink 1 */
+    usleep(20000);
+    cr_assert(eq(u64, pgcdc_pipeline_advance(p), 0));
+    ack(1, 0, 0, 1, PGCDC_ACK_OK);
+    cr_assert(eq(u64, advance_to(p, 0x110), 0x110));
+    pgcdc_pipeline_free(p);
+}
+
+struct acker {
+    int k, batch;
+    size_t first;
+};
+
+static void *ack_thread(void *arg)
+{
+    struct acker *a = arg;
+    ack(a->k, a->batch, a->first, 1, PGCDC_ACK_OK);
+    return NULL;
+}
+
+Test(pipeline, acks_from_other_threads_in_any_order)
+{
+    struct pgcdc_pipeline *p = mk(1, 1 << 16, 64);
+    char ids[16][16];
+    pgcdc_pipeline_begin_txn(p, 0x100);
+    for (int i = 0; i < 16; i++) {
+        snprintf(ids[i], sizeof ids[i], "a/%d", i);
+        push(p, ids[i]);
+    }
+    pgcdc_pipeline_commit_txn(p, 0x110);
+    pgcdc_pipeline_publish(p);
+    wait_batches(0, 1);
+    pthread_t t[16];
+    struct acker a[16];
+    for (int i = 0; i < 16; i++) {
+        a[i] = (struct acker){.k = 0, .batch = 0, .first = (size_t)(15 - i)};
+        pthread_create(&t[i], NULL, ack_thread, &a[i]);
+    }
+    for (int i = 0; i < 16; i++) {
+        pthread_join(t[i], NULL);
+    }
+    cr_assert(eq(u64, advance_to(p, 0x110), 0x110));
+    cr_assert(eq(int, pgcdc_pipeline_idle(p), 1));
+    pgcdc_pipeline_free(p);
+}
+
+Test(pipeline, full_log_pushes_back_until_acks_release_room)
+{
+    /* 64-byte arena: each event takes 4 + strlen("x/NN")+1 + 7 + 2, rounded to 8 = 24. */
+    struct pgcdc_pipeline *p = mk(1, 64, 64);
+    pgcdc_pipeline_begin_txn(p, 0x100);
+    int pushed = 0;
+    while (push(p, "x/00") == 0) {
+        pushed++;
+        cr_assert(lt(int, pushed, 64));
+    }
+    cr_assert(gt(int, pushed, 0));
+    cr_assert(eq(int, push(p, "x/00"), PGCDC_EAGAIN));
+    pgcdc_pipeline_commit_txn(p, 0x110);
+    pgcdc_pipeline_publish(p);
+    wait_batches(0, 1);
+    ack(0, 0, 0, (size_t)pushed, PGCDC_ACK_OK);
+    cr_assert(eq(u64, advance_to(p, 0x110), 0x110));
+    cr_assert(eq(int, push(p, "x/00"), 0));
+    pgcdc_pipeline_free(p);
+}
+
+Test(pipeline, dropped_event_fails_without_passing_the_checkpoint)
+{
+    struct pgcdc_pipeline *p = mk(1, 1 << 16, 64);
+    pgcdc_pipeline_begin_txn(p, 0x100);
+    push(p, "a/1");
+    pgcdc_pipeline_commit_txn(p, 0x110);
+    pgcdc_pipeline_publish(p);
+    wait_batches(0, 1);
+    ack(0, 0, 0, 1, PGCDC_ACK_DROP);
+    struct pgcdc_err err = {0};
+    cr_assert(eq(int, pgcdc_pipeline_failed(p, &err), PGCDC_EPOISON));
+    cr_assert(not(eq(ptr, strstr(err.msg, "a/1"), NULL)), "%s", err.msg);
+    cr_assert(eq(u64, pgcdc_pipeline_advance(p), 0));
+    pgcdc_pipeline_free(p);
+}
+
+Test(pipeline, empty_transactions_advance_in_order)
+{
+    struct pgcdc_pipeline *p = mk(1, 1 << 16, 64);
+    pgcdc_pipeline_begin_txn(p, 0x100);
+    push(p, "a/1");
+    pgcdc_pipeline_commit_txn(p, 0x110);
+    pgcdc_pipeline_begin_txn(p, 0x200); /* a transaction without events */
+    pgcdc_pipeline_commit_txn(p, 0x210);
+    pgcdc_pipeline_publish(p);
+    cr_assert(eq(u64, pgcdc_pipeline_advance(p), 0));
+    wait_batches(0, 1);
+    ack(0, 0, 0, 1, PGCDC_ACK_OK);
+    cr_assert(eq(u64, advance_to(p, 0x210), 0x210));
+    pgcdc_pipeline_free(p);
+}
+
+Test(pipeline, aborted_transaction_does_not_block_later_ones)
+{
+    struct pgcdc_pipeline *p = mk(1, 1 << 16, 64);
+    pgcdc_pipeline_begin_txn(p, 0x100);
+    push(p, "a/1"); /* connection lost before the Commit */
+    pgcdc_pipeline_abort_txn(p);
+    pgcdc_pipeline_begin_txn(p, 0x100); /* received again after reconnecting */
+    push(p, "a/1");
+    pgcdc_pipeline_commit_txn(p, 0x110);
+    pgcdc_pipeline_publish(p);
+    wait_batches(0, 1);
+    cr_assert(eq(sz, sinks[0]->batches[0].count, 2));
+    ack(0, 0, 0, 2, PGCDC_ACK_OK);
+    cr_assert(eq(u64, advance_to(p, 0x110), 0x110));
+    pgcdc_pipeline_free(p);
+}
