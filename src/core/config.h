@@ -29,17 +29,17 @@
 struct pgcdc_cfg_node;
 
 struct pgcdc_source_config {
-    const char *name;        /* logical source name; default: the dbname */
-    const char *dsn;         /* libpq conninfo or URI (required) */
-    const char *slot;        /* required; ^[a-z0-9_]{1,63}$ */
-    const char *publication; /* required */
-    int create_slot;         /* default 1 */
-    int create_publication;  /* default 0 */
-    const char *const *tables; /* "schema.table" list; NULL = all tables */
-    const char *snapshot;    /* "never" (default) | "initial" */
-    int64_t status_interval_ms;   /* standby status update period; default 10s */
-    int64_t reconnect_min_ms;     /* default 100ms */
-    int64_t reconnect_max_ms;     /* default 30s */
+    const char *name;           /* logical source name; default: the dbname */
+    const char *dsn;            /* libpq conninfo or URI (required) */
+    const char *slot;           /* required; ^[a-z0-9_]{1,63}$ */
+    const char *publication;    /* required */
+    int create_slot;            /* default 1 */
+    int create_publication;     /* default 0 */
+    const char *const *tables;  /* "schema.table" list; NULL = all tables */
+    const char *snapshot;       /* "never" (default) | "initial" */
+    int64_t status_interval_ms; /* standby status update period; default 10s */
+    int64_t reconnect_min_ms;   /* default 100ms */
+    int64_t reconnect_max_ms;   /* default 30s */
 };
 
 struct pgcdc_checkpoint_config {
@@ -63,15 +63,15 @@ struct pgcdc_log_config {
 
 /* Settings every sink has, handled by the core's lane; the rest goes to the plugin. */
 struct pgcdc_sink_config {
-    const char *name;             /* required, unique, [a-z0-9_-]+ */
-    const char *type;             /* required: built-in name or the .so's name */
-    const char *load;             /* path of a .so to load; NULL for built-ins */
-    int64_t batch_events;         /* default 512 */
-    int64_t batch_bytes;          /* default 1MiB */
-    int64_t linger_ms;            /* wait this long for a batch to fill; default 5ms */
-    int64_t max_inflight_batches; /* default 8 */
-    int64_t retry_min_ms;         /* default 100ms */
-    int64_t retry_max_ms;         /* default 30s */
+    const char *name;                  /* required, unique, [a-z0-9_-]+ */
+    const char *type;                  /* required: built-in name or the .so's name */
+    const char *load;                  /* path of a .so to load; NULL for built-ins */
+    int64_t batch_events;              /* default 512 */
+    int64_t batch_bytes;               /* default 1MiB */
+    int64_t linger_ms;                 /* wait this long for a batch to fill; default 5ms */
+    int64_t max_inflight_batches;      /* default 8 */
+    int64_t retry_min_ms;              /* default 100ms */
+    int64_t retry_max_ms;              /* default 30s */
     const struct pgcdc_cfg_node *node; /* the whole mapping, for the plugin's own keys */
     int line;
 };
@@ -107,6 +107,18 @@ void pgcdc_config_free(struct pgcdc_config *cfg);
 int pgcdc_config_fill(struct pgcdc_config *cfg, const struct pgcdc_cfg_node *map,
                       const struct pgcdc_config_key *keys, const char *const *skip, void *block,
                       const char *section, struct pgcdc_err *err);
+
+/* The keys of a sink mapping the core handles (NULL-terminated): skip them when filling a
+ * plugin's own block with pgcdc_config_fill. */
+extern const char *const pgcdc_sink_common_keys[];
+
+/*
+ * A sink with every common setting at its default and no mapping of its own (node NULL, so
+ * the plugin's keys take their defaults too): the stdout sink used when a config names no
+ * sink, and by `pgcdc tail`. `name` and `type` are borrowed.
+ */
+int pgcdc_config_default_sink(struct pgcdc_config *cfg, const char *name, const char *type,
+                              struct pgcdc_sink_config *out, struct pgcdc_err *err);
 
 /* Validate a key table itself (names unique, types known, defaults parse); used by the plugin
  * loader. */

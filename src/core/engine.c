@@ -48,12 +48,11 @@
 #include "plugin/registry.h"
 
 #define PROTO_VERSION 1
-#define FEEDBACK_MIN_INTERVAL_MS                                                                   \
-    1000 /* status update after a flush advance, at most this often                                \
-          */
-#define BUSY_LOWAT   (64 * 1024)
-#define BUSY_POLL_MS 5    /* latency bound while the low-water mark is raised */
-#define MAX_PENDING  4096 /* events one pgoutput message can produce (truncate of many tables) */
+/* A status update (and checkpoint write) after the flush advanced, at most this often. */
+#define FEEDBACK_MIN_INTERVAL_MS 200
+#define BUSY_LOWAT               (64 * 1024)
+#define BUSY_POLL_MS             5 /* latency bound while the low-water mark is raised */
+#define MAX_PENDING              4096 /* events one pgoutput message can produce (truncate of many tables) */
 
 /* ---- signals ---- */
 
@@ -183,18 +182,6 @@ static int64_t jittered_backoff(const struct pgcdc_source_config *sc, unsigned a
 
 /* ---- sinks ---- */
 
-/* Keys of a sink mapping that the core handles; the plugin's table gets the rest. */
-static const char *const common_sink_keys[] = {"name",
-                                               "type",
-                                               "load",
-                                               "batch_events",
-                                               "batch_bytes",
-                                               "linger",
-                                               "max_inflight_batches",
-                                               "retry_min",
-                                               "retry_max",
-                                               NULL};
-
 /*
  * Find sink i's plugin (built-in or .so), validate it, and fill its config block from the
  * sink's mapping. Used by run and check alike. *block is malloc'd; *handle is a dlopen
@@ -229,7 +216,8 @@ static int resolve_sink(struct pgcdc_config *cfg, size_t i, const struct pgcdc_s
     if (pl->config != NULL) {
         char section[96];
         snprintf(section, sizeof section, "sinks[%zu] (%s)", i, sc->name);
-        rc = pgcdc_config_fill(cfg, sc->node, pl->config, common_sink_keys, *block, section, err);
+        rc = pgcdc_config_fill(cfg, sc->node, pl->config, pgcdc_sink_common_keys, *block, section,
+                               err);
         if (rc != 0) {
             return rc;
         }
@@ -1038,6 +1026,20 @@ int pgcdc_engine_run(struct pgcdc_config *cfg, int mode)
         snprintf(tail_slot, sizeof tail_slot, "pgcdc_tail_%d", (int)getpid());
         e.slot = tail_slot;
     }
+    /* tail prints JSON lines on stdout whatever sinks the config names; a config without
+     * sinks streams to stdout too. */
+    struct pgcdc_sink_config stdout_sink;
+    struct pgcdc_sink_config *cfg_sinks = cfg->sinks;
+    size_t cfg_nsinks = cfg->nsinks;
+    if (mode == PGCDC_MODE_TAIL || cfg->nsinks == 0) {
+        if (pgcdc_config_default_sink(cfg, "stdout", "stdout", &stdout_sink, &err) != 0) {
+            pgcdc_log(PGCDC_LOG_ERROR, "engine", "%s", err.msg);
+            code = PGCDC_EXIT_CONFIG;
+            goto out;
+        }
+        cfg->sinks = &stdout_sink;
+        cfg->nsinks = 1;
+    }
     struct pgcdc_pipeline_opts po = {.buffer_bytes = (size_t)cfg->pipeline.buffer_bytes,
                                      .max_events = (size_t)cfg->pipeline.max_events};
     e.msg = malloc(sizeof *e.msg);
@@ -1109,6 +1111,8 @@ out:
     free(e.msg);
     free(e.pend);
     pgcdc_buf_fini(&e.pend_buf);
+    cfg->sinks = cfg_sinks; /* the caller's config no longer points at stdout_sink */
+    cfg->nsinks = cfg_nsinks;
     return code;
 }
 
