@@ -26,8 +26,10 @@
 #include "pg/pgoutput.h"
 #include "pg/relcache.h"
 
-/* Length of an event id buffer: "<source>/<16 hex>/<8 hex>" with source <= 63 bytes. */
-#define PGCDC_EVENT_ID_MAX 96
+/* Length of an event id buffer, NUL included. Data ids are "<source>/<16 hex>/<8 hex>"; schema
+ * ids "<source>/schema/<schema>.<table>/<8 hex>" are longer: with the source name and both
+ * PostgreSQL identifiers at their 63-byte limits that is 63+8+63+1+63+1+8+1 = 208 bytes. */
+#define PGCDC_EVENT_ID_MAX 208
 
 /* Context of one event: where it comes from and where it sits in its transaction. */
 struct pgcdc_enc_ctx {
