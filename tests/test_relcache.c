@@ -574,10 +574,10 @@ Test(relcache, saved_file_is_sorted_text_with_escaped_names)
     cr_assert(eq(int, pgcdc_relcache_save(rc, path, &err), 0), "%s", err.msg);
     text = read_text(path);
     snprintf(want, sizeof want,
-             "pgcdc-relcache 1\n"
-             "1 %016llx  sys\n"
-             "1 %016llx public Odd%%20\"Name\"%%20%%25%%0A%%C3%%BC\n"
-             "1 %016llx public zeta\n"
+             "pgcdc-relcache 2\n"
+             "1 %016llx 0000000000000000  sys\n"
+             "1 %016llx 0000000000000000 public Odd%%20\"Name\"%%20%%25%%0A%%C3%%BC\n"
+             "1 %016llx 0000000000000000 public zeta\n"
              "end 3\n",
              (unsigned long long)pgcdc_relcache_get(rc, 3)->shape_hash,
              (unsigned long long)pgcdc_relcache_get(rc, 2)->shape_hash,
@@ -651,34 +651,45 @@ Test(relcache, rejects_corrupt_files)
         const char *text;
     } cases[] = {
         {"empty", ""},
-        {"wrong magic", "pgcdc-relcache 2\nend 0\n"},
+        {"wrong magic", "pgcdc-relcache 1\nend 0\n"},
         {"binary", "\x7f"
                    "ELF\x01\x02"},
-        {"no end line", "pgcdc-relcache 1\n5 00000000000000ff public users\n"},
-        {"end count mismatch", "pgcdc-relcache 1\n5 00000000000000ff public users\nend 2\n"},
-        {"data after end", "pgcdc-relcache 1\nend 0\n5 00000000000000ff public users\n"},
-        {"no final newline", "pgcdc-relcache 1\nend 0"},
-        {"short hash", "pgcdc-relcache 1\n5 ff public users\nend 1\n"},
-        {"upper-case hash", "pgcdc-relcache 1\n5 00000000000000FF public users\nend 1\n"},
-        {"version 0", "pgcdc-relcache 1\n0 00000000000000ff public users\nend 1\n"},
-        {"negative version", "pgcdc-relcache 1\n-1 00000000000000ff public users\nend 1\n"},
-        {"huge version", "pgcdc-relcache 1\n4294967296 00000000000000ff public users\nend 1\n"},
-        {"leading zero", "pgcdc-relcache 1\n01 00000000000000ff public users\nend 1\n"},
-        {"too few fields", "pgcdc-relcache 1\n5 00000000000000ff public\nend 1\n"},
-        {"too many fields", "pgcdc-relcache 1\n5 00000000000000ff public users x\nend 1\n"},
-        {"empty table", "pgcdc-relcache 1\n5 00000000000000ff public \nend 1\n"},
-        {"bad escape", "pgcdc-relcache 1\n5 00000000000000ff pub%4 users\nend 1\n"},
-        {"escaped NUL", "pgcdc-relcache 1\n5 00000000000000ff pub%00 users\nend 1\n"},
-        {"raw control byte", "pgcdc-relcache 1\n5 00000000000000ff pub\tx users\nend 1\n"},
-        {"duplicate table", "pgcdc-relcache 1\n5 00000000000000ff public users\n"
-                            "6 00000000000000fe public users\nend 2\n"},
-        {"CRLF", "pgcdc-relcache 1\r\nend 0\r\n"},
+        {"no end line", "pgcdc-relcache 2\n5 00000000000000ff 0000000000000000 public users\n"},
+        {"end count mismatch",
+         "pgcdc-relcache 2\n5 00000000000000ff 0000000000000000 public users\nend 2\n"},
+        {"data after end",
+         "pgcdc-relcache 2\nend 0\n5 00000000000000ff 0000000000000000 public users\n"},
+        {"no final newline", "pgcdc-relcache 2\nend 0"},
+        {"short hash", "pgcdc-relcache 2\n5 ff public users\nend 1\n"},
+        {"upper-case hash",
+         "pgcdc-relcache 2\n5 00000000000000FF 0000000000000000 public users\nend 1\n"},
+        {"version 0",
+         "pgcdc-relcache 2\n0 00000000000000ff 0000000000000000 public users\nend 1\n"},
+        {"negative version",
+         "pgcdc-relcache 2\n-1 00000000000000ff 0000000000000000 public users\nend 1\n"},
+        {"huge version",
+         "pgcdc-relcache 2\n4294967296 00000000000000ff 0000000000000000 public users\nend 1\n"},
+        {"leading zero",
+         "pgcdc-relcache 2\n01 00000000000000ff 0000000000000000 public users\nend 1\n"},
+        {"too few fields", "pgcdc-relcache 2\n5 00000000000000ff 0000000000000000 public\nend 1\n"},
+        {"too many fields",
+         "pgcdc-relcache 2\n5 00000000000000ff 0000000000000000 public users x\nend 1\n"},
+        {"empty table", "pgcdc-relcache 2\n5 00000000000000ff 0000000000000000 public \nend 1\n"},
+        {"bad escape",
+         "pgcdc-relcache 2\n5 00000000000000ff 0000000000000000 pub%4 users\nend 1\n"},
+        {"escaped NUL",
+         "pgcdc-relcache 2\n5 00000000000000ff 0000000000000000 pub%00 users\nend 1\n"},
+        {"raw control byte",
+         "pgcdc-relcache 2\n5 00000000000000ff 0000000000000000 pub\tx users\nend 1\n"},
+        {"duplicate table", "pgcdc-relcache 2\n5 00000000000000ff 0000000000000000 public users\n"
+                            "6 00000000000000fe 0000000000000000 public users\nend 2\n"},
+        {"CRLF", "pgcdc-relcache 2\r\nend 0\r\n"},
     };
 
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         expect_corrupt(cases[i].text, strlen(cases[i].text), cases[i].why);
     }
-    expect_corrupt("pgcdc-relcache 1\nend 0\n\0\n", 24, "embedded NUL");
+    expect_corrupt("pgcdc-relcache 2\nend 0\n\0\n", 24, "embedded NUL");
 
     /* A line longer than any we write: refused without reading it all into memory. */
     {
@@ -686,7 +697,8 @@ Test(relcache, rejects_corrupt_files)
         size_t n;
 
         cr_assert(big != NULL);
-        n = (size_t)snprintf(big, 10000, "pgcdc-relcache 1\n1 00000000000000ff public ");
+        n = (size_t)snprintf(big, 10000,
+                             "pgcdc-relcache 2\n1 00000000000000ff 0000000000000000 public ");
         memset(big + n, 'x', 9000);
         memcpy(big + n + 9000, "\nend 1\n", 8);
         expect_corrupt(big, n + 9008, "long line");
@@ -739,7 +751,7 @@ Test(relcache, survives_random_garbage_files)
 
         s = s * 6364136223846793005u + 1442695040888963407u;
         n = (size_t)(s >> 33) % sizeof buf;
-        memcpy(buf, "pgcdc-relcache 1\n", 17);
+        memcpy(buf, "pgcdc-relcache 2\n", 17);
         for (size_t k = 17; k < n; k++) {
             s = s * 6364136223846793005u + 1442695040888963407u;
             /* mostly characters the format uses, so parsing gets deep */
@@ -751,4 +763,43 @@ Test(relcache, survives_random_garbage_files)
         cr_assert(r == 0 || r == PGCDC_EPROTO, "iteration %d: rc %d", iter, r);
         pgcdc_relcache_free(rc);
     }
+}
+
+/*
+ * Schema announcements across restarts: a shape announced below the checkpoint the process
+ * starts from is not announced again; one at or above it (its transaction is replayed) is.
+ */
+Test(relcache, announcement_survives_restart_only_once_flushed)
+{
+    struct pgcdc_err err = {0};
+    char path[128];
+    tmp_path(path, sizeof path, "announce");
+    struct pgcdc_pgo_relation *r = make_rel(100, "public", "users", 'd', users_v1, 2);
+    int changed = 0;
+
+    struct pgcdc_relcache *rc = pgcdc_relcache_new();
+    cr_assert(eq(int, pgcdc_relcache_apply(rc, r, &changed, &err), 0));
+    cr_assert(eq(int, changed, 1));
+    pgcdc_relcache_announced(rc, 100, 0x5000);
+    cr_assert(eq(int, pgcdc_relcache_save(rc, path, &err), 0), "%s", err.msg);
+    pgcdc_relcache_free(rc);
+
+    /* Restart with the checkpoint past the announcement: no schema event. */
+    rc = pgcdc_relcache_new();
+    cr_assert(eq(int, pgcdc_relcache_load(rc, path, &err), 0), "%s", err.msg);
+    pgcdc_relcache_set_flushed(rc, 0x6000);
+    cr_assert(eq(int, pgcdc_relcache_apply(rc, r, &changed, &err), 0));
+    cr_assert(eq(int, changed, 0));
+    cr_assert(eq(u32, pgcdc_relcache_get(rc, 100)->schema_version, 1));
+    pgcdc_relcache_free(rc);
+
+    /* Restart from a checkpoint before it: the announcement may be lost, so again. */
+    rc = pgcdc_relcache_new();
+    cr_assert(eq(int, pgcdc_relcache_load(rc, path, &err), 0), "%s", err.msg);
+    pgcdc_relcache_set_flushed(rc, 0x5000);
+    cr_assert(eq(int, pgcdc_relcache_apply(rc, r, &changed, &err), 0));
+    cr_assert(eq(int, changed, 1));
+    cr_assert(eq(u32, pgcdc_relcache_get(rc, 100)->schema_version, 1));
+    pgcdc_relcache_free(rc);
+    free(r);
 }

@@ -405,6 +405,7 @@ static int handle_pgoutput(struct engine *e, const uint8_t *data, size_t len, ui
             return rc;
         }
         rel = pgcdc_relcache_get(e->rc, m->u.relation.relid);
+        pgcdc_relcache_announced(e->rc, m->u.relation.relid, e->commit_lsn);
         if (e->mode == PGCDC_MODE_RUN) {
             struct pgcdc_err serr = {0};
             if (pgcdc_relcache_save(e->rc, e->relcache_path, &serr) != 0) {
@@ -1080,6 +1081,7 @@ int pgcdc_engine_run(struct pgcdc_config *cfg, int mode)
         if (pgcdc_relcache_load(e.rc, e.relcache_path, &err) != 0) {
             pgcdc_log(PGCDC_LOG_WARN, "engine", "%s (schema versions restart at 1)", err.msg);
         }
+        pgcdc_relcache_set_flushed(e.rc, e.flush_lsn);
         if (found) {
             pgcdc_log(PGCDC_LOG_INFO, "engine", "resuming from checkpoint " PGCDC_LSN_FMT,
                       PGCDC_LSN_ARGS(e.cp.lsn));

@@ -26,7 +26,7 @@
 #include "core/err.h"
 
 /* First line of the state file; the number is the file format version. */
-#define FILE_MAGIC "pgcdc-relcache 1"
+#define FILE_MAGIC "pgcdc-relcache 2"
 /* A saved line holds two names of at most NAMEDATALEN-1 bytes each, escaped to at most three
  * bytes per byte; anything much longer is not something we wrote. */
 #define MAX_LINE 4096
@@ -40,6 +40,9 @@ struct ver_entry {
     uint64_t name_hash;
     uint64_t shape_hash;
     uint32_t version;
+    /* commit LSN of the transaction that carried this version's schema event; 0 = not yet
+     * announced */
+    uint64_t announced_lsn;
 };
 
 struct type_entry {
@@ -54,6 +57,8 @@ struct pgcdc_relcache {
     size_t vers_cap, vers_n;
     struct type_entry *types;
     size_t types_cap, types_n;
+    /* Checkpoint LSN at start: announcements below it were delivered before. */
+    uint64_t flushed_lsn;
 };
 
 /* ---- Hashing ---- */
@@ -523,6 +528,11 @@ int pgcdc_relcache_apply(struct pgcdc_relcache *rc, const struct pgcdc_pgo_relat
     else {
         version = ve->version;
     }
+    /* A schema event is due for a new table or a new shape; for a shape already known from
+     * the file, only when its announcement may not have been delivered (it was not below the
+     * checkpoint this process started from, so its transaction is being replayed). */
+    int due = ve->schema == NULL || ve->shape_hash != hash || ve->announced_lsn == 0 ||
+              ve->announced_lsn >= rc->flushed_lsn;
 
     rel = rel_new(msg, hash, version);
     if (rel != NULL && ve->schema == NULL) {
@@ -543,6 +553,9 @@ int pgcdc_relcache_apply(struct pgcdc_relcache *rc, const struct pgcdc_pgo_relat
         ve->name_hash = nhash;
         rc->vers_n++;
     }
+    if (ve->shape_hash != hash) {
+        ve->announced_lsn = 0;
+    }
     ve->shape_hash = hash;
     ve->version = version;
     if (*slot == NULL) {
@@ -550,8 +563,26 @@ int pgcdc_relcache_apply(struct pgcdc_relcache *rc, const struct pgcdc_pgo_relat
     }
     rel_free(*slot);
     *slot = rel;
-    *changed = 1;
+    *changed = due;
     return 0;
+}
+
+void pgcdc_relcache_set_flushed(struct pgcdc_relcache *rc, uint64_t flushed_lsn)
+{
+    rc->flushed_lsn = flushed_lsn;
+}
+
+void pgcdc_relcache_announced(struct pgcdc_relcache *rc, uint32_t relid, uint64_t commit_lsn)
+{
+    const struct pgcdc_rel *rel = pgcdc_relcache_get(rc, relid);
+    if (rel == NULL) {
+        return;
+    }
+    struct ver_entry *ve = ver_slot(rc->vers, rc->vers_cap, name_hash(rel->schema, rel->table),
+                                    rel->schema, rel->table);
+    if (ve->schema != NULL) {
+        ve->announced_lsn = commit_lsn;
+    }
 }
 
 /*
@@ -742,8 +773,8 @@ int pgcdc_relcache_save(const struct pgcdc_relcache *rc, const char *path, struc
         goto write_failed;
     }
     for (size_t i = 0; i < n; i++) {
-        if (fprintf(f, "%" PRIu32 " %016" PRIx64 " ", sorted[i]->version, sorted[i]->shape_hash) <
-                0 ||
+        if (fprintf(f, "%" PRIu32 " %016" PRIx64 " %016" PRIx64 " ", sorted[i]->version,
+                    sorted[i]->shape_hash, sorted[i]->announced_lsn) < 0 ||
             write_escaped(f, sorted[i]->schema) != 0 || fputc(' ', f) == EOF ||
             write_escaped(f, sorted[i]->table) != 0 || fputc('\n', f) == EOF) {
             goto write_failed;
@@ -860,47 +891,59 @@ static int parse_uint(const char *s, const char *e, uint64_t min, uint64_t max, 
     return 0;
 }
 
+/* Exactly 16 lower-case hex digits (as save writes them). */
+static int parse_hex64(const char *p, const char *end, uint64_t *out)
+{
+    uint64_t v = 0;
+    if (end - p != 16) {
+        return -1;
+    }
+    for (; p < end; p++) {
+        int d = hexval((unsigned char)*p);
+        if (d < 0 || (*p >= 'A' && *p <= 'F')) {
+            return -1;
+        }
+        v = v << 4 | (uint64_t)d;
+    }
+    *out = v;
+    return 0;
+}
+
 /* Parse one record line (without its '\n') into tmp: 0, MALFORMED or PGCDC_ENOMEM. */
 static int parse_record(struct pgcdc_relcache *tmp, const char *line, size_t len)
 {
     const char *end = line + len;
-    const char *f[4];
-    const char *fe[4];
+    const char *f[5];
+    const char *fe[5];
     const char *p = line;
     uint64_t version;
     uint64_t hash = 0;
+    uint64_t announced = 0;
     struct ver_entry *e;
     char *schema;
     char *table;
     int oom = 0;
 
-    /* Exactly four fields separated by single spaces; the schema field may be empty. */
-    for (int i = 0; i < 4; i++) {
-        const char *sp = i < 3 ? memchr(p, ' ', (size_t)(end - p)) : NULL;
+    /* "version shape_hash announced_lsn schema table", single spaces; schema may be empty. */
+    for (int i = 0; i < 5; i++) {
+        const char *sp = i < 4 ? memchr(p, ' ', (size_t)(end - p)) : NULL;
 
         f[i] = p;
         fe[i] = sp != NULL ? sp : end;
-        if (i < 3 && sp == NULL) {
+        if (i < 4 && sp == NULL) {
             return MALFORMED;
         }
         p = fe[i] + 1;
     }
-    if (memchr(f[3], ' ', (size_t)(fe[3] - f[3])) != NULL || fe[3] == f[3]) {
+    if (memchr(f[4], ' ', (size_t)(fe[4] - f[4])) != NULL || fe[4] == f[4]) {
         return MALFORMED;
     }
-    if (parse_uint(f[0], fe[0], 1, UINT32_MAX, &version) != 0 || fe[1] - f[1] != 16) {
+    if (parse_uint(f[0], fe[0], 1, UINT32_MAX, &version) != 0 ||
+        parse_hex64(f[1], fe[1], &hash) != 0 || parse_hex64(f[2], fe[2], &announced) != 0) {
         return MALFORMED;
     }
-    for (const char *h = f[1]; h < fe[1]; h++) {
-        int d = hexval((unsigned char)*h);
-
-        if (d < 0 || (*h >= 'A' && *h <= 'F')) {
-            return MALFORMED; /* we write lower case only */
-        }
-        hash = hash << 4 | (uint64_t)d;
-    }
-    schema = unescape(f[2], fe[2], &oom);
-    table = schema != NULL ? unescape(f[3], fe[3], &oom) : NULL;
+    schema = unescape(f[3], fe[3], &oom);
+    table = schema != NULL ? unescape(f[4], fe[4], &oom) : NULL;
     if (schema == NULL || table == NULL) {
         free(schema);
         return oom ? PGCDC_ENOMEM : MALFORMED;
@@ -921,6 +964,7 @@ static int parse_record(struct pgcdc_relcache *tmp, const char *line, size_t len
     e->name_hash = name_hash(schema, table);
     e->shape_hash = hash;
     e->version = (uint32_t)version;
+    e->announced_lsn = announced;
     tmp->vers_n++;
     return 0;
 }
@@ -1035,6 +1079,7 @@ int pgcdc_relcache_load(struct pgcdc_relcache *rc, const char *path, struct pgcd
             if (src->version > dst->version) {
                 dst->version = src->version;
                 dst->shape_hash = src->shape_hash;
+                dst->announced_lsn = src->announced_lsn;
             }
             free(src->schema);
             free(src->table);

@@ -44,12 +44,21 @@ struct pgcdc_relcache *pgcdc_relcache_new(void);
 void pgcdc_relcache_free(struct pgcdc_relcache *rc);
 
 /*
- * Apply a Relation message. *changed is set to 1 when this relation was not in the cache of
- * this process before or its shape differs from what was known (then a schema event is due),
- * 0 when it is identical to the cached entry. Returns 0 or PGCDC_ENOMEM.
+ * Apply a Relation message. *changed is set to 1 when a schema event is due: the table is new,
+ * its shape differs from what was known, or (first time in this process) the last
+ * announcement of this shape was not below the checkpoint this process started from (see
+ * pgcdc_relcache_set_flushed), so it may never have been delivered. 0 otherwise, including
+ * for the same Relation re-sent after a reconnect. Returns 0, PGCDC_EINVAL (invalid message)
+ * or PGCDC_ENOMEM.
  */
 int pgcdc_relcache_apply(struct pgcdc_relcache *rc, const struct pgcdc_pgo_relation *msg,
                          int *changed, struct pgcdc_err *err);
+
+/* The checkpoint LSN this process resumes from (call after load). */
+void pgcdc_relcache_set_flushed(struct pgcdc_relcache *rc, uint64_t flushed_lsn);
+
+/* A schema event for relid's current shape was emitted in the transaction at commit_lsn. */
+void pgcdc_relcache_announced(struct pgcdc_relcache *rc, uint32_t relid, uint64_t commit_lsn);
 
 /* Apply a Type message (custom type OID -> "schema.name"). */
 int pgcdc_relcache_apply_type(struct pgcdc_relcache *rc, const struct pgcdc_pgo_typemsg *msg,
