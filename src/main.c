@@ -38,6 +38,7 @@ static void usage(FILE *f)
                "  check    validate the config and preflight Postgres (exit 0 or 78)\n"
                "  tail     print new changes as JSON lines from a temporary slot\n"
                "           (the configured slot is not touched)\n"
+               "  config-reference  print every config key (Markdown)\n"
                "\n"
                "Options:\n"
                "  -c, --config FILE     configuration file (or $PGCDC_CONFIG)\n"
@@ -118,6 +119,16 @@ int main(int argc, char **argv)
     }
     else if (strcmp(cmd, "version") == 0) {
         version();
+        return PGCDC_EXIT_OK;
+    }
+    else if (strcmp(cmd, "config-reference") == 0) {
+        const struct pgcdc_sink_plugin *plugins[64];
+        size_t n = 0;
+        for (const pgcdc_sink_entry_fn *f = pgcdc_builtin_sinks; *f != NULL && n < 63; f++) {
+            plugins[n++] = (*f)();
+        }
+        plugins[n] = NULL;
+        pgcdc_config_reference(stdout, plugins);
         return PGCDC_EXIT_OK;
     }
     else if (strcmp(cmd, "help") == 0) {

@@ -21,6 +21,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 
 #include <pgcdc/sink.h>
 #include <pgcdc/status.h>
@@ -119,6 +120,10 @@ extern const char *const pgcdc_sink_common_keys[];
  */
 int pgcdc_config_default_sink(struct pgcdc_config *cfg, const char *name, const char *type,
                               struct pgcdc_sink_config *out, struct pgcdc_err *err);
+
+/* Print the Markdown configuration reference: the core sections, the common sink keys and
+ * each plugin in the NULL-terminated `plugins` array (docs/configuration.md). */
+void pgcdc_config_reference(FILE *f, const struct pgcdc_sink_plugin *const *plugins);
 
 /* Validate a key table itself (names unique, types known, defaults parse); used by the plugin
  * loader. */

@@ -1060,6 +1060,20 @@ int pgcdc_engine_run(struct pgcdc_config *cfg, int mode)
         code = exit_code_for(arc);
         goto out;
     }
+    if (cfg->source.snapshot != NULL && strcmp(cfg->source.snapshot, "initial") == 0) {
+        /* Not silently ignored: rows that exist before the slot would never reach a sink. */
+        pgcdc_log(PGCDC_LOG_ERROR, "engine",
+                  "%s: source.snapshot: initial is not implemented in this version; set "
+                  "snapshot: never (only changes made after the slot is created are streamed)",
+                  cfg->filename);
+        code = PGCDC_EXIT_CONFIG;
+        goto out;
+    }
+    if (cfg->http.listen != NULL) {
+        pgcdc_log(PGCDC_LOG_WARN, "engine",
+                  "http.listen is set, but /metrics and health endpoints are not served by this "
+                  "version; ignoring it");
+    }
     if (mode == PGCDC_MODE_RUN) {
         int found = 0;
         if (pgcdc_checkpoint_read(cfg->checkpoint.path, &e.cp, &found, &err) != 0) {
