@@ -140,6 +140,9 @@ struct engine {
     uint64_t flush_lsn; /* reported to Postgres; never decreases */
     int64_t last_status_ms;
     int reply_requested;
+    int64_t status_interval_ms; /* configured, capped below wal_sender_timeout / 2 */
+    int64_t recv_timeout_ms;    /* silence that means a dead connection; 0 = none */
+    int64_t last_recv_ms;       /* when the server last sent anything */
 
     /* Reading. */
     int lowat_busy;
@@ -290,7 +293,7 @@ static int maybe_send_status(struct engine *e, int force, struct pgcdc_err *err)
     int64_t now = mono_ms();
     int64_t since = now - e->last_status_ms;
     int advanced = e->flush_lsn > e->cp.lsn || !e->have_cp;
-    if (!force && !e->reply_requested && since < e->cfg->source.status_interval_ms &&
+    if (!force && !e->reply_requested && since < e->status_interval_ms &&
         !(advanced && since >= FEEDBACK_MIN_INTERVAL_MS)) {
         return 0;
     }
@@ -304,7 +307,11 @@ static int maybe_send_status(struct engine *e, int force, struct pgcdc_err *err)
         }
     }
     uint64_t write_lsn = e->received_lsn > e->flush_lsn ? e->received_lsn : e->flush_lsn;
-    int rc = pgcdc_pg_send_status(e->conn, write_lsn, e->flush_lsn, 0, err);
+    /* When the server has been quiet, ask it to answer: its keepalive proves the connection
+     * (and the walsender process) alive, which TCP keepalives cannot (a stopped process's
+     * kernel still acknowledges). */
+    int ping = e->recv_timeout_ms > 0 && now - e->last_recv_ms >= e->status_interval_ms;
+    int rc = pgcdc_pg_send_status(e->conn, write_lsn, e->flush_lsn, ping, err);
     if (rc == 0) {
         pgcdc_log(PGCDC_LOG_DEBUG, e->component,
                   "confirming write up to " PGCDC_LSN_FMT ", flush to " PGCDC_LSN_FMT " (slot %s)",
@@ -542,6 +549,7 @@ static int handle_copydata(struct engine *e, const char *buf, int len, struct pg
     if (len < 1) {
         return pgcdc_err_set(err, PGCDC_EPROTO, "empty CopyData message");
     }
+    e->last_recv_ms = mono_ms();
     if (buf[0] == 'k') {
         if (len < 18) {
             return pgcdc_err_set(err, PGCDC_EPROTO, "keepalive of %d bytes (want 18)", len);
@@ -685,6 +693,10 @@ static int stream(struct engine *e, struct pgcdc_err *err)
                       "(up to %lld ms)",
                       (long long)e->cfg->pipeline.shutdown_timeout_ms);
         }
+        /* Release what the sinks acked before reading, so pending events find room. The
+         * wake-up is cleared first: an ack landing after update_flush wakes the poll below. */
+        pgcdc_pipeline_clear_wake(e->pipe);
+        update_flush(e);
         /* Read while allowed: not when full, and when draining only to the end of an open
          * transaction (so a restart sees no duplicates). */
         int got = 0;
@@ -700,7 +712,6 @@ static int stream(struct engine *e, struct pgcdc_err *err)
             can_read = e->npend == 0 && !e->pend_commit;
         }
         pgcdc_pipeline_publish(e->pipe);
-        pgcdc_pipeline_clear_wake(e->pipe);
         int rc = maybe_send_status(e, 0, err);
         if (rc != 0) {
             return rc;
@@ -728,7 +739,14 @@ static int stream(struct engine *e, struct pgcdc_err *err)
             set_lowat(e, 0);
             busy_since_ms = 0;
         }
-        int64_t next_status = e->last_status_ms + e->cfg->source.status_interval_ms - mono_ms();
+        if (can_read && e->recv_timeout_ms > 0 &&
+            mono_ms() - e->last_recv_ms > e->recv_timeout_ms) {
+            return pgcdc_err_set(err, PGCDC_EIO,
+                                 "nothing from the server for %lld ms (walsender stalled or "
+                                 "connection half-open)",
+                                 (long long)(mono_ms() - e->last_recv_ms));
+        }
+        int64_t next_status = e->last_status_ms + e->status_interval_ms - mono_ms();
         if (e->flush_lsn > e->cp.lsn) {
             int64_t soon = e->last_status_ms + FEEDBACK_MIN_INTERVAL_MS - mono_ms();
             if (soon < next_status) {
@@ -783,6 +801,36 @@ static int stream(struct engine *e, struct pgcdc_err *err)
 }
 
 /* ---- connecting ---- */
+
+/*
+ * Derive the feedback period and the silence timeout from the server's wal_sender_timeout:
+ * while the pipeline is full we stop reading, so we never see the walsender's requests for a
+ * reply, and our own timer must keep it from timing out; and a walsender that says nothing
+ * for twice its own timeout (we ask it to answer when idle) is gone.
+ */
+static void set_timeouts(struct engine *e)
+{
+    int64_t wst = 60000;
+    /* pg_settings gives plain milliseconds (SHOW would say "1min"). */
+    PGresult *res = PQexec(e->conn, "SELECT setting FROM pg_catalog.pg_settings "
+                                    "WHERE name = 'wal_sender_timeout'");
+    if (PQresultStatus(res) == PGRES_TUPLES_OK && PQntuples(res) == 1) {
+        char *end;
+        long long v = strtoll(PQgetvalue(res, 0, 0), &end, 10);
+        if (*end == '\0' && v >= 0) {
+            wst = v;
+        }
+    }
+    PQclear(res);
+    e->status_interval_ms = e->cfg->source.status_interval_ms;
+    if (wst > 0 && e->status_interval_ms > wst / 3) {
+        e->status_interval_ms = wst / 3 > 100 ? wst / 3 : 100;
+        pgcdc_log(PGCDC_LOG_INFO, e->component,
+                  "status updates every %lld ms (wal_sender_timeout is %lld ms)",
+                  (long long)e->status_interval_ms, (long long)wst);
+    }
+    e->recv_timeout_ms = wst > 0 ? (2 * wst > 10000 ? 2 * wst : 10000) : 0;
+}
 
 /*
  * Connect, check the slot against the checkpoint, and start streaming. Returns 0, an error
@@ -916,6 +964,7 @@ static int connect_and_start(struct engine *e, struct pgcdc_err *err)
     if (e->last_commit_end > start_lsn) {
         start_lsn = e->last_commit_end;
     }
+    set_timeouts(e);
     rc = pgcdc_pg_start_replication(e->conn, e->slot, e->cfg->source.publication, start_lsn,
                                     PROTO_VERSION, err);
     if (rc != 0) {
@@ -925,6 +974,7 @@ static int connect_and_start(struct engine *e, struct pgcdc_err *err)
               "streaming from slot %s at " PGCDC_LSN_FMT " (publication %s)", e->slot,
               PGCDC_LSN_ARGS(start_lsn), e->cfg->source.publication);
     e->last_status_ms = mono_ms();
+    e->last_recv_ms = mono_ms();
     return 0;
 }
 

@@ -1,0 +1,91 @@
+# SPDX-License-Identifier: Apache-2.0
+"""The replication source under stress: a sink that stops taking events (backpressure must
+not let the walsender time out), and a walsender that stops answering (a half-open
+connection must be detected and the slot taken back once it frees up). Each test runs its
+own Postgres with a short wal_sender_timeout."""
+
+import os
+import signal
+import time
+
+import harness
+from harness import make_config, wait_until, lsn_to_int
+
+TIMEOUT = 240
+
+
+def test_full_pipeline_keeps_the_walsender_alive(h):
+    pg = h.start_postgres(name="pg_bp", wal_sender_timeout="4s")
+    db = pg.create_database("bp")
+    pg.execute("CREATE TABLE t (id int PRIMARY KEY, pad text)", dbname=db)
+    fifo = h.tmpdir("fifo") / "events.fifo"
+    os.mkfifo(fifo)
+    # Open the reading end first (the sink's open would block otherwise), then do not read.
+    rfd = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)
+    try:
+        cfg = make_config(pg.dsn(db), "bp", "bp", tables=["public.t"],
+                          pipeline={"buffer_bytes": "64KiB", "max_events": 64},
+                          sinks=[{"name": "slow", "type": "stdout", "path": str(fifo)}])
+        p = h.pgcdc(cfg)
+        p.wait_log("streaming from slot")
+        p.wait_log("status updates every")  # capped below wal_sender_timeout / 2
+        pg.execute("INSERT INTO t SELECT g, repeat('x', 500) FROM generate_series(1, 5000) g",
+                   dbname=db)
+        # The pipe (64 KiB) and the pipeline fill up; pgcdc stops reading the socket. Hold
+        # it there for several times wal_sender_timeout.
+        time.sleep(14)
+        assert p.popen.poll() is None
+        data = b""
+        deadline = time.time() + 60
+        lines = 0
+        while time.time() < deadline and lines < 5001:
+            try:
+                chunk = os.read(rfd, 1 << 16)
+            except BlockingIOError:
+                time.sleep(0.01)
+                continue
+            data += chunk
+            lines = data.count(b"\n")
+        assert lines >= 5001, f"only {lines} events arrived"
+        p.terminate()
+        # Keep draining the pipe so the final flush can finish.
+        t_end = time.time() + 30
+        while p.popen.poll() is None and time.time() < t_end:
+            try:
+                os.read(rfd, 1 << 16)
+            except BlockingIOError:
+                time.sleep(0.01)
+        assert p.wait(30) == 0
+    finally:
+        os.close(rfd)
+    pglog = (pg.data / "postgres.log").read_text(errors="replace")
+    assert "replication timeout" not in pglog, "the walsender timed out during backpressure"
+    assert "reconnecting" not in harness.tail(p.log_path, 200)
+
+
+def test_stopped_walsender_is_detected_and_the_slot_reclaimed(h):
+    pg = h.start_postgres(name="pg_stop", wal_sender_timeout="3s")
+    db = pg.create_database("st")
+    pg.execute("CREATE TABLE t (id int PRIMARY KEY)", dbname=db)
+    cfg = make_config(pg.dsn(db), "st", "st", tables=["public.t"])
+    cfg["source"]["reconnect_max"] = "1s"
+    p = h.pgcdc(cfg)
+    p.wait_log("streaming from slot")
+    pg.execute("INSERT INTO t VALUES (1)", dbname=db)
+    p.wait_events(2)
+    wpid = pg.slot_info("st")["active_pid"]
+    os.kill(wpid, signal.SIGSTOP)
+    try:
+        pg.execute("INSERT INTO t VALUES (2)", dbname=db)
+        p.wait_log("nothing from the server", timeout=40)
+        p.wait_log("is active for PID", timeout=30)  # the stopped walsender holds the slot
+    finally:
+        os.kill(wpid, signal.SIGCONT)
+    # Resumed, the old walsender notices its own timeout and lets go of the slot.
+    wait_until(lambda: pg.slot_info("st")["active_pid"] not in (None, wpid), 60, 0.5,
+               "pgcdc to take the slot back")
+    pg.execute("INSERT INTO t VALUES (3)", dbname=db)
+    ev = [e for e in p.wait_events(4, timeout=60) if e["op"] == "c"]
+    assert sorted({e["after"]["id"] for e in ev}) == [1, 2, 3]
+    p.terminate()
+    assert p.wait(30) == 0
