@@ -89,3 +89,35 @@ def test_stopped_walsender_is_detected_and_the_slot_reclaimed(h):
     assert sorted({e["after"]["id"] for e in ev}) == [1, 2, 3]
     p.terminate()
     assert p.wait(30) == 0
+
+
+def test_second_signal_exits_at_once(h):
+    """A drain that cannot finish (the sink is stuck) is cut short by a second SIGTERM."""
+    db = h.new_db("sig")
+    h.pg.execute("CREATE TABLE t (id int PRIMARY KEY, pad text)", dbname=db)
+    fifo = h.tmpdir("fifo2") / "events.fifo"
+    os.mkfifo(fifo)
+    rfd = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)  # never read: the sink blocks
+    try:
+        slot = h.unique("sig")
+        cfg = make_config(h.pg.dsn(db), slot, slot, tables=["public.t"],
+                          sinks=[{"name": "stuck", "type": "stdout", "path": str(fifo)}])
+        p = h.pgcdc(cfg)
+        p.wait_log("streaming from slot")
+        h.pg.execute("INSERT INTO t SELECT g, repeat('x', 500) FROM generate_series(1, 2000) g",
+                     dbname=db)
+        time.sleep(2)
+        p.terminate()
+        p.wait_log("stopping: finishing the current transaction")
+        time.sleep(1)
+        assert p.popen.poll() is None, "the drain cannot have finished: the sink is stuck"
+        t0 = time.time()
+        p.terminate()
+        assert p.wait(10) == 1
+        assert time.time() - t0 < 5
+        assert "second signal" in harness.tail(p.log_path, 20)
+        # The slot never got ahead of the checkpoint file (written before each status update).
+        cp = lsn_to_int((p.dir / "state" / "checkpoint").read_text().split("lsn=")[1].strip())
+        assert lsn_to_int(h.pg.slot_info(slot)["confirmed_flush_lsn"]) <= cp
+    finally:
+        os.close(rfd)
