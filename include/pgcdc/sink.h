@@ -124,8 +124,19 @@ struct pgcdc_host_api {
     /* Add `delta` to the sink's counter `name` (a short snake_case word, e.g. "duplicate"). */
     void (*count)(struct pgcdc_sink *s, const char *name, uint64_t delta);
 
-    /* abi_minor >= 1: append here only. */
+    /* ---- abi_minor >= 1 ---- */
+
+    /*
+     * The logical source name (config source.name, else the database name), the first
+     * component of every event id. Valid from start() on (and in check()); never NULL there.
+     */
+    const char *(*source_name)(struct pgcdc_sink *s);
+
+    /* Append here only. */
 };
+
+/* How check() reports one finding: level 0 ok, 1 warning, 2 failure (pgcdc check exits 78). */
+typedef void (*pgcdc_report_fn)(void *ctx, int level, const char *fmt, ...) PGCDC_PRINTF(3, 4);
 
 /* Types of config values; the core parses, validates and stores them at `offset`. */
 enum pgcdc_cfg_type {
@@ -180,10 +191,21 @@ struct pgcdc_sink_plugin {
     int (*flush)(void *state, int timeout_ms, struct pgcdc_err *err);
     void (*stop)(void *state);
     void (*destroy)(void *state);
-    /* abi_minor >= 1: append here only. */
+
+    /* ---- abi_minor >= 1 ---- */
+
+    /*
+     * Optional preflight for `pgcdc check`: connect, authenticate and verify the server-side
+     * setup (a stream covering the subjects, say) without delivering anything, reporting
+     * each finding through report(ctx, level, ...). Called after init, without start;
+     * host->source_name works. Returns 0, or < 0 when the check itself could not run.
+     */
+    int (*check)(void *state, pgcdc_report_fn report, void *ctx);
+
+    /* Append here only. */
 };
 
-/* Required: init, deliver, destroy. Optional (may be NULL): start, flush, stop. */
+/* Required: init, deliver, destroy. Optional (may be NULL): start, flush, stop, check. */
 
 typedef const struct pgcdc_sink_plugin *(*pgcdc_sink_entry_fn)(void);
 

@@ -144,6 +144,8 @@ struct engine {
     int64_t recv_timeout_ms;    /* silence that means a dead connection; 0 = none */
     int64_t last_recv_ms;       /* when the server last sent anything */
 
+    int sinks_started; /* lane threads run once the source name is known */
+
     /* Reading. */
     int lowat_busy;
     uint64_t events, txns;
@@ -849,6 +851,14 @@ static int connect_and_start(struct engine *e, struct pgcdc_err *err)
     if (e->source[0] == '\0') {
         snprintf(e->source, sizeof e->source, "%s", sc->name ? sc->name : e->sys.dbname);
     }
+    if (!e->sinks_started) {
+        /* Sinks start now that they can be told the source name (subjects, streams). */
+        pgcdc_pipeline_set_source(e->pipe, e->source);
+        if ((rc = pgcdc_pipeline_start(e->pipe, err)) != 0) {
+            return PGCDC_ENOMEM;
+        }
+        e->sinks_started = 1;
+    }
     if (e->have_cp && strcmp(e->cp.system_id, e->sys.system_id) != 0) {
         return pgcdc_err_set(err, PGCDC_ESLOT,
                              "the checkpoint in %s belongs to server %s, but this server is %s: "
@@ -1151,10 +1161,6 @@ int pgcdc_engine_run(struct pgcdc_config *cfg, int mode)
                       PGCDC_LSN_ARGS(e.cp.lsn));
         }
     }
-    if (pgcdc_pipeline_start(e.pipe, &err) != 0) {
-        pgcdc_log(PGCDC_LOG_ERROR, "engine", "%s", err.msg);
-        goto out;
-    }
     code = run_loop(&e);
 
 out:
@@ -1207,6 +1213,61 @@ static void report(struct report *r, int level, const char *fmt, ...)
     else if (level == 2) {
         r->fails++;
     }
+}
+
+/* report() as a pgcdc_report_fn, for the sinks' own checks. */
+static void report_cb(void *ctx, int level, const char *fmt, ...)
+{
+    static const char *const tags[] = {"ok  ", "warn", "FAIL"};
+    struct report *r = ctx;
+    level = level < 0 ? 0 : level > 2 ? 2 : level;
+    va_list ap;
+    va_start(ap, fmt);
+    printf("  %s  ", tags[level]);
+    vprintf(fmt, ap);
+    printf("\n");
+    va_end(ap);
+    r->warns += level == 1;
+    r->fails += level == 2;
+}
+
+/* Init every sink (no start) and run its own check (reachability, auth, server setup). */
+static void check_sinks(struct pgcdc_config *cfg, const char *source, struct report *r)
+{
+    printf("sinks\n");
+    struct pgcdc_pipeline_opts po = {.buffer_bytes = 1 << 16, .max_events = 16};
+    struct pgcdc_pipeline *p = NULL;
+    struct pgcdc_err err = {0};
+    if (pgcdc_pipeline_new(&po, &p, &err) != 0) {
+        report(r, 2, "%s", err.msg);
+        return;
+    }
+    pgcdc_pipeline_set_source(p, source);
+    size_t n = cfg->nsinks;
+    void **blocks = calloc(n ? n : 1, sizeof(void *));
+    void **handles = calloc(n ? n : 1, sizeof(void *));
+    int usable = blocks != NULL && handles != NULL;
+    for (size_t i = 0; usable && i < n; i++) {
+        const struct pgcdc_sink_plugin *pl = NULL;
+        if (resolve_sink(cfg, i, &pl, &handles[i], &blocks[i], &err) != 0 ||
+            pgcdc_pipeline_add_sink(p, pl, blocks[i], &cfg->sinks[i], &err) != 0) {
+            report(r, 2, "sink %s: %s", cfg->sinks[i].name, err.msg);
+            usable = 0;
+            break;
+        }
+        report(r, 0, "sink %s: type %s (%s), config valid", cfg->sinks[i].name, pl->name,
+               cfg->sinks[i].load ? cfg->sinks[i].load : "built-in");
+    }
+    if (usable) {
+        pgcdc_pipeline_check(p, report_cb, r);
+    }
+    pgcdc_pipeline_free(p); /* destroys the sinks before their configs and code go */
+    for (size_t i = 0; i < n && blocks != NULL; i++) {
+        free(blocks[i]);
+        pgcdc_registry_unload(handles[i]);
+    }
+    free(blocks);
+    free(handles);
 }
 
 /* Run a query that returns one row; NULL (and a FAIL line) on error. Caller PQclears. */
@@ -1331,20 +1392,6 @@ int pgcdc_engine_check(struct pgcdc_config *cfg)
     printf("config %s\n", cfg->filename);
     report(&r, 0, "parsed: source %s, slot %s, publication %s, %zu sink(s)",
            sc->name ? sc->name : "(database name)", sc->slot, sc->publication, cfg->nsinks);
-    for (size_t i = 0; i < cfg->nsinks; i++) {
-        const struct pgcdc_sink_plugin *pl = NULL;
-        void *handle = NULL, *block = NULL;
-        struct pgcdc_err err = {0};
-        if (resolve_sink(cfg, i, &pl, &handle, &block, &err) == 0) {
-            report(&r, 0, "sink %s: type %s (%s)", cfg->sinks[i].name, pl->name,
-                   cfg->sinks[i].load ? cfg->sinks[i].load : "built-in");
-        }
-        else {
-            report(&r, 2, "sink %s: %s", cfg->sinks[i].name, err.msg);
-        }
-        free(block);
-        pgcdc_registry_unload(handle);
-    }
 
     char redacted[512];
     pgcdc_redact_dsn(sc->dsn, redacted, sizeof redacted);
@@ -1353,6 +1400,7 @@ int pgcdc_engine_check(struct pgcdc_config *cfg)
     struct pgcdc_err err = {0};
     if (pgcdc_pg_connect(sc->dsn, 0, &conn, &err) != 0) {
         report(&r, 2, "%s", err.msg);
+        check_sinks(cfg, sc->name ? sc->name : "unknown", &r);
         printf("%d failed, %d warnings\n", r.fails, r.warns);
         return PGCDC_EXIT_CONFIG;
     }
@@ -1432,6 +1480,7 @@ int pgcdc_engine_check(struct pgcdc_config *cfg)
     }
     check_tables(conn, &r, sc, pub_exists);
     PQfinish(conn);
+    check_sinks(cfg, sc->name ? sc->name : dbname, &r);
     printf("%d failed, %d warnings\n", r.fails, r.warns);
     return r.fails > 0 ? PGCDC_EXIT_CONFIG : PGCDC_EXIT_OK;
 }

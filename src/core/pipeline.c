@@ -27,6 +27,7 @@
 #include "core/pipeline.h"
 
 #include <errno.h>
+#include <stddef.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -139,6 +140,7 @@ struct pgcdc_pipeline {
     char fail_msg[256];
     atomic_int draining;
     int stopped;
+    char source[64];
 };
 
 /* ---- helpers ---- */
@@ -626,6 +628,11 @@ static size_t host_event_json(const struct pgcdc_event *ev, char *dst, size_t ca
     return pgcdc_event_to_json(ev->payload, ev->payload_len, dst, cap);
 }
 
+static const char *host_source_name(struct pgcdc_sink *s)
+{
+    return s->p->source;
+}
+
 static void host_count(struct pgcdc_sink *s, const char *name, uint64_t delta)
 {
     int n = atomic_load(&s->ncounters);
@@ -664,7 +671,41 @@ const struct pgcdc_host_api pgcdc_host_api_v1 = {
     .free = host_free,
     .event_json = host_event_json,
     .count = host_count,
+    .source_name = host_source_name,
 };
+
+void pgcdc_pipeline_set_source(struct pgcdc_pipeline *p, const char *source)
+{
+    snprintf(p->source, sizeof p->source, "%s", source);
+}
+
+/* The plugin's check callback, if its ABI minor and descriptor size say it has one. */
+static int (*plugin_check(const struct pgcdc_sink_plugin *pl))(void *, pgcdc_report_fn, void *)
+{
+    size_t end = offsetof(struct pgcdc_sink_plugin, check) + sizeof pl->check;
+    if (pl->abi_minor >= 1 && pl->size >= end) {
+        return pl->check;
+    }
+    return NULL;
+}
+
+int pgcdc_pipeline_check(struct pgcdc_pipeline *p, pgcdc_report_fn report, void *ctx)
+{
+    int failed = 0;
+    for (size_t i = 0; i < p->nlanes; i++) {
+        struct pgcdc_sink *s = p->lanes[i];
+        int (*check)(void *, pgcdc_report_fn, void *) = plugin_check(s->plugin);
+        if (check == NULL) {
+            report(ctx, 0, "sink %s: type %s has no server-side checks", s->name, s->plugin->name);
+            continue;
+        }
+        if (check(s->state, report, ctx) < 0) {
+            report(ctx, 2, "sink %s: the check could not run", s->name);
+            failed++;
+        }
+    }
+    return failed;
+}
 
 /* ---- source side ---- */
 

@@ -43,6 +43,13 @@ int pgcdc_pipeline_add_sink(struct pgcdc_pipeline *p, const struct pgcdc_sink_pl
                             const void *config, const struct pgcdc_sink_config *sc,
                             struct pgcdc_err *err);
 
+/* The source name sinks see through host->source_name (copied; set before start). */
+void pgcdc_pipeline_set_source(struct pgcdc_pipeline *p, const char *source);
+
+/* Run every sink's optional check callback (ABI >= 1.1); sinks without one report that they
+ * have nothing to check. Returns the number of sinks whose check could not run. */
+int pgcdc_pipeline_check(struct pgcdc_pipeline *p, pgcdc_report_fn report, void *ctx);
+
 /* Start the lane threads (each calls its plugin's start, retried with backoff). */
 int pgcdc_pipeline_start(struct pgcdc_pipeline *p, struct pgcdc_err *err);
 
