@@ -18,6 +18,7 @@
 
 #include <libpq-fe.h>
 #include <msgpack.h>
+#include <nats/nats.h>
 #include <yaml.h>
 
 #include <pgcdc/version.h>
@@ -59,6 +60,7 @@ static void version(void)
            PGCDC_SINK_ABI_MAJOR, PGCDC_SINK_ABI_MINOR, PGCDC_EVENT_FORMAT_VERSION);
     printf("  libpq %d.%d\n", pq / 10000, pq % 10000);
     printf("  msgpack-c %s\n", msgpack_version());
+    printf("  nats.c %s\n", nats_GetVersion());
     printf("  libyaml %s\n", yaml_get_version_string());
     printf("  built-in sinks:");
     for (const pgcdc_sink_entry_fn *f = pgcdc_builtin_sinks; *f != NULL; f++) {

@@ -205,11 +205,19 @@ static int resolve_sink(struct pgcdc_config *cfg, size_t i, const struct pgcdc_s
     }
     else {
         pl = pgcdc_registry_builtin(sc->type);
-        rc = pl == NULL ? pgcdc_err_set(err, PGCDC_ECONFIG,
-                                        "%s:%d: sinks[%zu]: unknown sink type '%s' (built-in: "
-                                        "stdout; or give `load: /path/to/sink.so`)",
-                                        cfg->filename, sc->line, i, sc->type)
-                        : pgcdc_registry_validate(pl, "built-in", err);
+        if (pl == NULL) {
+            char names[256] = "";
+            size_t len = 0;
+            for (const pgcdc_sink_entry_fn *f = pgcdc_builtin_sinks; *f != NULL; f++) {
+                len += (size_t)snprintf(names + len, len < sizeof names ? sizeof names - len : 0,
+                                        "%s%s", len ? ", " : "", (*f)()->name);
+            }
+            return pgcdc_err_set(err, PGCDC_ECONFIG,
+                                 "%s:%d: sinks[%zu]: unknown sink type '%s' (built-in: %s; or "
+                                 "give `load: /path/to/sink.so`)",
+                                 cfg->filename, sc->line, i, sc->type, names);
+        }
+        rc = pgcdc_registry_validate(pl, "built-in", err);
     }
     if (rc != 0) {
         return rc == PGCDC_ENOMEM ? rc : PGCDC_ECONFIG;
