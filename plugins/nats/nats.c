@@ -28,6 +28,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include <nats/nats.h>
 
@@ -135,6 +136,8 @@ struct nats_sink {
     const char *source;
 
     pthread_mutex_t mu;
+    pthread_cond_t closed_cv;
+    int closed;             /* the closed callback has run: nats.c will call us no more */
     struct flight *flights; /* open addressing, capacity a power of two >= 2 * max_pending */
     size_t fcap, inflight;
     int failing;                  /* a publish failed: refuse batches until in-flight ones answer */
@@ -296,10 +299,19 @@ static void on_reconnected(natsConnection *nc, void *closure)
     logf_(closure, PGCDC_LOG_INFO, "reconnected to %s", url);
 }
 
+/*
+ * The last callback nats.c makes for a connection, on its own thread, possibly after
+ * natsConnection_Destroy has returned: destroy waits for it before freeing the state.
+ */
 static void on_closed(natsConnection *nc, void *closure)
 {
     (void)nc;
-    logf_(closure, run_level(closure, PGCDC_LOG_WARN), "NATS connection closed");
+    struct nats_sink *st = closure;
+    logf_(st, run_level(st, PGCDC_LOG_WARN), "NATS connection closed");
+    pthread_mutex_lock(&st->mu);
+    st->closed = 1;
+    pthread_cond_broadcast(&st->closed_cv);
+    pthread_mutex_unlock(&st->mu);
 }
 
 static void on_error(natsConnection *nc, natsSubscription *sub, natsStatus s, void *closure)
@@ -567,6 +579,7 @@ static int nats_init(struct pgcdc_sink *s, const struct pgcdc_host_api *host, co
     }
     st->flights = calloc(st->fcap, sizeof *st->flights);
     pthread_mutex_init(&st->mu, NULL);
+    pthread_cond_init(&st->closed_cv, NULL);
     *state = st;
     if (st->flights == NULL) {
         return PGCDC_ENOMEM;
@@ -854,6 +867,27 @@ static void nats_destroy(void *state)
         return;
     }
     nats_stop(st);
+    if (st->nc != NULL) {
+        /* Close first and wait for the closed callback: after it nats.c makes no callback
+         * (acks included) with this state, so it can be freed. */
+        natsConnection_Close(st->nc);
+        struct timespec until;
+        clock_gettime(CLOCK_REALTIME, &until);
+        until.tv_sec += 10;
+        pthread_mutex_lock(&st->mu);
+        while (!st->closed) {
+            if (pthread_cond_timedwait(&st->closed_cv, &st->mu, &until) != 0) {
+                break;
+            }
+        }
+        int closed = st->closed;
+        pthread_mutex_unlock(&st->mu);
+        if (!closed) {
+            /* Freeing now could crash a late callback: keep the state (a bounded leak). */
+            logf_(st, PGCDC_LOG_WARN, "NATS did not confirm the close; not freeing its state");
+            return;
+        }
+    }
     if (st->js != NULL) {
         natsMsgList pending;
         if (js_PublishAsyncGetPendingList(&pending, st->js) == NATS_OK) {
@@ -869,6 +903,7 @@ static void nats_destroy(void *state)
     }
     free(st->seen);
     free(st->flights);
+    pthread_cond_destroy(&st->closed_cv);
     pthread_mutex_destroy(&st->mu);
     free(st);
 }
@@ -884,18 +919,19 @@ static int nats_check(void *state, pgcdc_report_fn report, void *ctx)
     else {
         pgcdc_nats_stream_name(st->stream, sizeof st->stream, st->source);
     }
-    natsConnection *nc = NULL;
-    natsStatus s = natsConnection_Connect(&nc, st->opts);
+    /* The connection is left in st->nc: destroy closes it and waits for nats.c's last
+     * callback before freeing the state. */
+    natsStatus s = natsConnection_Connect(&st->nc, st->opts);
+    natsConnection *nc = st->nc;
     if (s != NATS_OK) {
-        natsConnection_Destroy(nc);
-        report(ctx, 2, "nats: cannot connect to %s: %s", st->cfg->url, nats_GetLastError(NULL));
+        report(ctx, 2, "nats: cannot connect to %s: %s", st->cfg->url,
+               s == NATS_NOT_YET_CONNECTED ? "no server answered" : nats_GetLastError(NULL));
         return 0;
     }
     char url[256] = "";
     natsConnection_GetConnectedUrl(nc, url, sizeof url);
     report(ctx, 0, "nats: connected to %s", url);
     if (!st->cfg->jetstream) {
-        natsConnection_Destroy(nc);
         return 0;
     }
     jsCtx *js = NULL;
@@ -937,7 +973,6 @@ static int nats_check(void *state, pgcdc_report_fn report, void *ctx)
         jsStreamInfo_Destroy(si);
     }
     jsCtx_Destroy(js);
-    natsConnection_Destroy(nc);
     return 0;
 }
 
