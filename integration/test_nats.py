@@ -267,7 +267,7 @@ def test_r3_cluster_survives_a_node_kill(h):
     def fault(p, nats, w):
         time.sleep(1.5)
         cluster.nodes[2].kill()
-    run_scenario(h, fault, node=cluster.nodes[0], url=cluster.urls(),
+    run_scenario(h, fault, node=cluster.nodes[0], url=cluster.urls,
                  sink_kw={"stream_replicas": 3}, name="r3")
 
 

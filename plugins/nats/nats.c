@@ -292,6 +292,13 @@ static void on_disconnected(natsConnection *nc, void *closure)
     logf_(closure, run_level(closure, PGCDC_LOG_WARN), "disconnected from NATS; reconnecting");
 }
 
+static void on_connected(natsConnection *nc, void *closure)
+{
+    char url[256] = "";
+    natsConnection_GetConnectedUrl(nc, url, sizeof url);
+    logf_(closure, PGCDC_LOG_INFO, "connected to %s", url);
+}
+
 static void on_reconnected(natsConnection *nc, void *closure)
 {
     char url[256] = "";
@@ -350,7 +357,9 @@ static int build_options(struct nats_sink *st, struct pgcdc_err *err)
         s = natsOptions_SetReconnectWait(st->opts, c->reconnect_wait_ms);
     }
     if (s == NATS_OK) {
-        s = natsOptions_SetRetryOnFailedConnect(st->opts, true, NULL, NULL);
+        /* With a connected callback a failed first connect returns at once and keeps
+         * trying in the background (without one it would block until a server answers). */
+        s = natsOptions_SetRetryOnFailedConnect(st->opts, true, on_connected, st);
     }
     if (s == NATS_OK) {
         s = natsOptions_SetPingInterval(st->opts, c->ping_interval_ms);
