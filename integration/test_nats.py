@@ -325,3 +325,15 @@ def test_check_reports_a_missing_stream(h):
     natslib.create_stream(nats.url, "CDC_APP", ["cdc.app.>", "cdc._meta.app.>"], discard="new")
     r = h.pgcdc_cmd(["check"], cfg)
     assert r.returncode == 0, r.stdout
+
+
+def test_check_fails_fast_when_nats_is_down(h):
+    db = h.new_db("ndown")
+    h.pg.execute("CREATE TABLE t (id int PRIMARY KEY)", dbname=db)
+    cfg = make_config(h.pg.dsn(db), "ndown", "ndown", tables=["public.t"],
+                      sinks=[nats_sink(f"nats://127.0.0.1:{harness.free_port()}")])
+    t0 = time.time()
+    r = h.pgcdc_cmd(["check"], cfg, timeout=60)
+    assert r.returncode == 78, r.stdout + r.stderr
+    assert "nats: cannot connect" in r.stdout, r.stdout
+    assert time.time() - t0 < 20
