@@ -1276,6 +1276,25 @@ int pgcdc_config_fill(struct pgcdc_config *cfg, const struct pgcdc_cfg_node *map
     return fill(&c, map, keys, skip, 0, block);
 }
 
+/* As pgcdc_config_fill, but keys not in `keys` are ignored: for reading one option of a
+ * sink's mapping (the preflight reads the cache sinks' `tables`). */
+int pgcdc_config_peek(struct pgcdc_config *cfg, const struct pgcdc_cfg_node *map,
+                      const struct pgcdc_config_key *keys, void *block, const char *section,
+                      struct pgcdc_err *err)
+{
+    if (cfg == NULL || cfg->priv == NULL || keys == NULL || block == NULL) {
+        return pgcdc_err_set(err, PGCDC_ECONFIG, "pgcdc_config_peek: missing argument");
+    }
+    struct fillctx c = {
+        .a = &cfg->priv->arena,
+        .file = cfg->filename,
+        .section = section != NULL ? section : "?",
+        .err = err,
+        .subst = 1,
+    };
+    return fill(&c, map, keys, NULL, 1, block);
+}
+
 /* ---- Table checks ---- */
 
 static int valid_key_name(const char *s)

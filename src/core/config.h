@@ -109,6 +109,11 @@ int pgcdc_config_fill(struct pgcdc_config *cfg, const struct pgcdc_cfg_node *map
                       const struct pgcdc_config_key *keys, const char *const *skip, void *block,
                       const char *section, struct pgcdc_err *err);
 
+/* As pgcdc_config_fill, but keys of the mapping that are not in `keys` are ignored. */
+int pgcdc_config_peek(struct pgcdc_config *cfg, const struct pgcdc_cfg_node *map,
+                      const struct pgcdc_config_key *keys, void *block, const char *section,
+                      struct pgcdc_err *err);
+
 /* The keys of a sink mapping the core handles (NULL-terminated): skip them when filling a
  * plugin's own block with pgcdc_config_fill. */
 extern const char *const pgcdc_sink_common_keys[];

@@ -46,6 +46,7 @@
 #include "pg/relcache.h"
 #include "pg/replication.h"
 #include "plugin/registry.h"
+#include "../plugins/common/cache_keys.h"
 
 #define PROTO_VERSION 1
 /* A status update (and checkpoint write) after the flush advanced, at most this often. */
@@ -1239,6 +1240,89 @@ static void report_cb(void *ctx, int level, const char *fmt, ...)
     r->fails += level == 2;
 }
 
+/*
+ * Cache sinks (any sink with a `tables: {schema.table: {keys: [templates]}}` option) fill
+ * their key templates from the old row too. Without REPLICA IDENTITY FULL, Postgres sends
+ * only the key columns of the old row, so a template using another column cannot name the
+ * old key of an update or delete: warn, naming the sink, template, column and table.
+ */
+static void check_cache_templates(PGconn *conn, struct pgcdc_config *cfg, struct report *r)
+{
+    struct tables_opt {
+        const char *tables;
+    } opt;
+    static const struct pgcdc_config_key keys[] = {
+        {PGCDC_CFG_OBJECT, "tables", NULL, 0, offsetof(struct tables_opt, tables), NULL},
+        {PGCDC_CFG_END, NULL, NULL, 0, 0, NULL},
+    };
+    for (size_t i = 0; i < cfg->nsinks; i++) {
+        struct pgcdc_err err = {0};
+        memset(&opt, 0, sizeof opt);
+        struct pgcdc_cache_keys *ks = NULL;
+        char why[200];
+        if (pgcdc_config_peek(cfg, cfg->sinks[i].node, keys, &opt, "sinks", &err) != 0 ||
+            opt.tables == NULL || pgcdc_cache_keys_parse(opt.tables, &ks, why, sizeof why) != 0) {
+            continue; /* not a cache sink (or its own validation reports the problem) */
+        }
+        for (size_t t = 0; t < ks->ntables; t++) {
+            const struct pgcdc_cache_table *ct = &ks->tables[t];
+            char *ns = PQescapeLiteral(conn, ct->schema, strlen(ct->schema));
+            char *rel = PQescapeLiteral(conn, ct->table, strlen(ct->table));
+            struct pgcdc_buf sql;
+            pgcdc_buf_init(&sql);
+            pgcdc_buf_printf(&sql,
+                             "SELECT c.relreplident, (SELECT string_agg(a.attname, ',') FROM "
+                             "pg_catalog.pg_index i JOIN pg_catalog.pg_attribute a ON "
+                             "a.attrelid = i.indrelid AND a.attnum = ANY(i.indkey) WHERE "
+                             "i.indrelid = c.oid AND ((c.relreplident = 'd' AND i.indisprimary) "
+                             "OR (c.relreplident = 'i' AND i.indisreplident))) "
+                             "FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON "
+                             "n.oid = c.relnamespace WHERE n.nspname = %s AND c.relname = %s",
+                             ns ? ns : "''", rel ? rel : "''");
+            PQfreemem(ns);
+            PQfreemem(rel);
+            pgcdc_buf_putc(&sql, '\0');
+            PGresult *res = PQexec(conn, sql.data);
+            pgcdc_buf_fini(&sql);
+            if (PQresultStatus(res) != PGRES_TUPLES_OK || PQntuples(res) != 1) {
+                report(r, 1, "sink %s: table %s.%s of its key templates does not exist",
+                       cfg->sinks[i].name, ct->schema, ct->table);
+                PQclear(res);
+                continue;
+            }
+            char ident = PQgetvalue(res, 0, 0)[0];
+            char keycols[1024];
+            snprintf(keycols, sizeof keycols, ",%s,", PQgetvalue(res, 0, 1));
+            PQclear(res);
+            int warned = 0;
+            for (size_t k = 0; ident != 'f' && k < ct->ntemplates; k++) {
+                char cols[512];
+                int n = pgcdc_cache_template_columns(ct->templates[k], cols, sizeof cols);
+                const char *col = cols;
+                for (int c = 0; c < n; c++, col += strlen(col) + 1) {
+                    char probe[520];
+                    snprintf(probe, sizeof probe, ",%s,", col);
+                    if (strstr(keycols, probe) == NULL) {
+                        report(r, 1,
+                               "sink %s: template %s uses column %s of %s.%s, which is not in "
+                               "its replica identity: updates and deletes do not carry its old "
+                               "value, so the old key is not invalidated (ALTER TABLE %s.%s "
+                               "REPLICA IDENTITY FULL)",
+                               cfg->sinks[i].name, ct->templates[k], col, ct->schema, ct->table,
+                               ct->schema, ct->table);
+                        warned = 1;
+                    }
+                }
+            }
+            if (!warned) {
+                report(r, 0, "sink %s: key templates of %s.%s can be filled from old rows",
+                       cfg->sinks[i].name, ct->schema, ct->table);
+            }
+        }
+        pgcdc_cache_keys_free(ks);
+    }
+}
+
 /* Init every sink (no start) and run its own check (reachability, auth, server setup). */
 static void check_sinks(struct pgcdc_config *cfg, const char *source, struct report *r)
 {
@@ -1487,6 +1571,7 @@ int pgcdc_engine_check(struct pgcdc_config *cfg)
                                         : "does not exist and create_publication is false");
     }
     check_tables(conn, &r, sc, pub_exists);
+    check_cache_templates(conn, cfg, &r);
     PQfinish(conn);
     check_sinks(cfg, sc->name ? sc->name : dbname, &r);
     printf("%d failed, %d warnings\n", r.fails, r.warns);
