@@ -54,6 +54,7 @@ struct redis_config {
     const char *truncate;
     const char *on_restart;
     int64_t timeout_ms;
+    int pipeline;
 };
 
 static const struct pgcdc_config_key redis_keys[] = {
@@ -79,6 +80,8 @@ static const struct pgcdc_config_key redis_keys[] = {
     K(PGCDC_CFG_STR, "on_restart", "warn", 0, on_restart,
       "when Redis restarted (run_id changed): warn | flush_prefix"),
     K(PGCDC_CFG_DURATION, "timeout", "2s", 0, timeout_ms, "connect and command timeout"),
+    K(PGCDC_CFG_BOOL, "pipeline", "true", 0, pipeline,
+      "pipeline a batch's commands (false: one round trip per event, for comparisons)"),
 #undef K
     {PGCDC_CFG_END, NULL, NULL, 0, 0, NULL},
 };
@@ -659,6 +662,35 @@ static int redis_deliver(void *state, const struct pgcdc_batch *b, struct pgcdc_
     }
     int unfillable = 0;
     size_t upto = b->count; /* events whose commands were appended */
+    if (!st->cfg->pipeline) {
+        /* One round trip per event: the comparison the bench makes. */
+        for (size_t i = 0; i < b->count; i++) {
+            const struct pgcdc_event *ev = b->events[i];
+            const struct pgcdc_cache_table *t = pgcdc_cache_table(st->keys, ev->schema, ev->table);
+            int n = 0, ok = 1;
+            if (ev->op == PGCDC_OP_TRUNCATE && st->flush_on_truncate && t != NULL) {
+                uint64_t flushed = 0;
+                ok = flush_table(st, t, &flushed, err) == 0;
+            }
+            else {
+                n = append_event(st, ev, &unfillable);
+                ok = n >= 0;
+            }
+            for (int k = 0; ok && k < n; k++) {
+                redisReply *r = NULL;
+                ok = redisGetReply(st->c, (void **)&r) == REDIS_OK && r != NULL &&
+                     r->type != REDIS_REPLY_ERROR;
+                freeReplyObject(r);
+            }
+            if (!ok) {
+                disconnect(st);
+                st->host->ack(st->h, b->id, i, b->count - i, PGCDC_ACK_RETRY, "Redis failed");
+                return 0;
+            }
+            st->host->ack(st->h, b->id, i, 1, PGCDC_ACK_OK, NULL);
+        }
+        return 0;
+    }
     for (size_t i = 0; i < b->count; i++) {
         const struct pgcdc_event *ev = b->events[i];
         if (ev->op == PGCDC_OP_TRUNCATE && st->flush_on_truncate &&
