@@ -10,6 +10,9 @@
 #ifndef PGCDC_STATUS_H
 #define PGCDC_STATUS_H
 
+#include <stdarg.h>
+#include <stdio.h>
+
 #ifdef __cplusplus
 extern "C" {
 #endif
@@ -34,6 +37,27 @@ struct pgcdc_err {
     int rc;
     char msg[256];
 };
+
+/*
+ * Fill err (if not NULL) with rc and a formatted reason; returns rc, so a function can end
+ * with `return pgcdc_err_format(err, PGCDC_EIO, "connecting to %s: %s", host, why);`.
+ * Header-only, so plugins use it without linking against the core.
+ */
+#if defined(__GNUC__)
+__attribute__((format(printf, 3, 4)))
+#endif
+static inline int
+pgcdc_err_format(struct pgcdc_err *err, int rc, const char *fmt, ...)
+{
+    if (err != NULL) {
+        va_list ap;
+        va_start(ap, fmt);
+        err->rc = rc;
+        vsnprintf(err->msg, sizeof err->msg, fmt, ap);
+        va_end(ap);
+    }
+    return rc;
+}
 
 #ifdef __cplusplus
 }

@@ -163,19 +163,6 @@ static void logf_(struct nats_sink *st, int level, const char *fmt, ...)
     st->host->log(st->h, level, "%s", buf);
 }
 
-static int fail(struct pgcdc_err *err, int rc, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-
-static int fail(struct pgcdc_err *err, int rc, const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    err->rc = rc;
-    vsnprintf(err->msg, sizeof err->msg, fmt, ap);
-    va_end(ap);
-    return rc;
-}
-
 /* ---- in-flight map ---- */
 
 static size_t fslot(const struct nats_sink *st, const natsMsg *m)
@@ -401,7 +388,7 @@ static int build_options(struct nats_sink *st, struct pgcdc_err *err)
         s = natsOptions_LoadCertificatesChain(st->opts, c->tls_cert_file, c->tls_key_file);
     }
     if (s != NATS_OK) {
-        return fail(err, PGCDC_ECONFIG, "NATS options: %s", nats_GetLastError(NULL));
+        return pgcdc_err_format(err, PGCDC_ECONFIG, "NATS options: %s", nats_GetLastError(NULL));
     }
     return 0;
 }
@@ -425,12 +412,14 @@ static int resync(struct nats_sink *st, struct pgcdc_err *err)
     natsStatus s = js_GetStreamInfo(&si, st->js, st->stream, NULL, &code);
     if (s != NATS_OK) {
         if (s == NATS_NOT_FOUND || code == JSStreamNotFoundErr) {
-            return fail(err, PGCDC_EAGAIN,
-                        "stream %s does not exist: create it (subjects covering the sink's "
-                        "subjects, discard: new) or set create_stream: true",
-                        st->stream);
+            return pgcdc_err_format(
+                err, PGCDC_EAGAIN,
+                "stream %s does not exist: create it (subjects covering the sink's "
+                "subjects, discard: new) or set create_stream: true",
+                st->stream);
         }
-        return fail(err, PGCDC_EIO, "stream info of %s: %s", st->stream, natsStatus_GetText(s));
+        return pgcdc_err_format(err, PGCDC_EIO, "stream info of %s: %s", st->stream,
+                                natsStatus_GetText(s));
     }
     uint64_t first = si->State.FirstSeq, last = si->State.LastSeq;
     uint64_t msgs = si->State.Msgs;
@@ -446,8 +435,8 @@ static int resync(struct nats_sink *st, struct pgcdc_err *err)
             continue; /* deleted */
         }
         if (s != NATS_OK) {
-            return fail(err, PGCDC_EIO, "reading %s seq %" PRIu64 ": %s", st->stream, seq,
-                        natsStatus_GetText(s));
+            return pgcdc_err_format(err, PGCDC_EIO, "reading %s seq %" PRIu64 ": %s", st->stream,
+                                    seq, natsStatus_GetText(s));
         }
         const char *id = NULL, *pos = NULL;
         if (seq == last && header(m, "Nats-Msg-Id", &id) == 0) {
@@ -518,10 +507,10 @@ static int create_stream(struct nats_sink *st, struct pgcdc_err *err)
     const struct nats_config *c = st->cfg;
     char data[256], meta[256];
     if (stream_data_subjects(c->subject, st->source, data, sizeof data) != 0) {
-        return fail(err, PGCDC_ECONFIG, "subject template too long");
+        return pgcdc_err_format(err, PGCDC_ECONFIG, "subject template too long");
     }
     if (pgcdc_nats_render_source(meta, sizeof meta, c->meta_subject, st->source) == (size_t)-1) {
-        return fail(err, PGCDC_ECONFIG, "meta_subject too long");
+        return pgcdc_err_format(err, PGCDC_ECONFIG, "meta_subject too long");
     }
     size_t ml = strlen(meta);
     snprintf(meta + ml, sizeof meta - ml, ".>");
@@ -549,8 +538,8 @@ static int create_stream(struct nats_sink *st, struct pgcdc_err *err)
     if (code == 10058 /* stream name already in use */) {
         return 0;
     }
-    return fail(err, PGCDC_EIO, "creating stream %s: %s (%d)", st->stream, nats_GetLastError(NULL),
-                (int)code);
+    return pgcdc_err_format(err, PGCDC_EIO, "creating stream %s: %s (%d)", st->stream,
+                            nats_GetLastError(NULL), (int)code);
 }
 
 /* ---- the plugin ---- */
@@ -561,19 +550,19 @@ static int nats_init(struct pgcdc_sink *s, const struct pgcdc_host_api *host, co
     const struct nats_config *c = config;
     char why[160];
     if (pgcdc_nats_template_check(c->subject, "source,schema,table,op", why, sizeof why) != 0) {
-        return fail(err, PGCDC_ECONFIG, "subject '%s': %s", c->subject, why);
+        return pgcdc_err_format(err, PGCDC_ECONFIG, "subject '%s': %s", c->subject, why);
     }
     if (pgcdc_nats_template_check(c->meta_subject, "source", why, sizeof why) != 0) {
-        return fail(err, PGCDC_ECONFIG, "meta_subject '%s': %s", c->meta_subject, why);
+        return pgcdc_err_format(err, PGCDC_ECONFIG, "meta_subject '%s': %s", c->meta_subject, why);
     }
     if (c->max_pending < 1 || c->max_pending > 1 << 20) {
-        return fail(err, PGCDC_ECONFIG, "max_pending must be 1..1048576");
+        return pgcdc_err_format(err, PGCDC_ECONFIG, "max_pending must be 1..1048576");
     }
     if (c->tls_key_file != NULL && c->tls_cert_file == NULL) {
-        return fail(err, PGCDC_ECONFIG, "tls_key_file needs tls_cert_file");
+        return pgcdc_err_format(err, PGCDC_ECONFIG, "tls_key_file needs tls_cert_file");
     }
     if (c->create_stream && !c->jetstream) {
-        return fail(err, PGCDC_ECONFIG, "create_stream needs jetstream: true");
+        return pgcdc_err_format(err, PGCDC_ECONFIG, "create_stream needs jetstream: true");
     }
     struct nats_sink *st = calloc(1, sizeof *st);
     if (st == NULL) {
@@ -603,12 +592,12 @@ static int connect_js(struct nats_sink *st, struct pgcdc_err *err)
          * and keeps reconnecting in the background. */
         natsStatus s = natsConnection_Connect(&st->nc, st->opts);
         if (s != NATS_OK && s != NATS_NOT_YET_CONNECTED) {
-            return fail(err, PGCDC_EIO, "connecting to %s: %s", st->cfg->url,
-                        nats_GetLastError(NULL));
+            return pgcdc_err_format(err, PGCDC_EIO, "connecting to %s: %s", st->cfg->url,
+                                    nats_GetLastError(NULL));
         }
     }
     if (natsConnection_Status(st->nc) != NATS_CONN_STATUS_CONNECTED) {
-        return fail(err, PGCDC_EAGAIN, "not connected to %s yet", st->cfg->url);
+        return pgcdc_err_format(err, PGCDC_EAGAIN, "not connected to %s yet", st->cfg->url);
     }
     if (st->cfg->jetstream && st->js == NULL) {
         jsOptions jo;
@@ -619,7 +608,7 @@ static int connect_js(struct nats_sink *st, struct pgcdc_err *err)
         jo.Wait = st->cfg->ack_timeout_ms;
         natsStatus s = natsConnection_JetStream(&st->js, st->nc, &jo);
         if (s != NATS_OK) {
-            return fail(err, PGCDC_EIO, "JetStream context: %s", natsStatus_GetText(s));
+            return pgcdc_err_format(err, PGCDC_EIO, "JetStream context: %s", natsStatus_GetText(s));
         }
     }
     return 0;
@@ -726,11 +715,11 @@ static int deliver_core(struct nats_sink *st, const struct pgcdc_batch *b, struc
         note_table(st, ev);
         if (pgcdc_nats_subject(subj, sizeof subj, st->cfg->subject, st->cfg->meta_subject,
                                st->source, ev) == (size_t)-1) {
-            return fail(err, PGCDC_EINVAL, "cannot render a subject for %s", ev->id);
+            return pgcdc_err_format(err, PGCDC_EINVAL, "cannot render a subject for %s", ev->id);
         }
         natsMsg *m = make_msg(st, ev, subj);
         if (m == NULL) {
-            return fail(err, PGCDC_ENOMEM, "out of memory");
+            return pgcdc_err_format(err, PGCDC_ENOMEM, "out of memory");
         }
         natsStatus s = natsConnection_PublishMsg(st->nc, m);
         natsMsg_Destroy(m);
@@ -747,13 +736,13 @@ static int deliver_core(struct nats_sink *st, const struct pgcdc_batch *b, struc
             return 0;
         }
         if (s != NATS_OK) {
-            return fail(err, PGCDC_EIO, "publish: %s", natsStatus_GetText(s));
+            return pgcdc_err_format(err, PGCDC_EIO, "publish: %s", natsStatus_GetText(s));
         }
     }
     /* Core NATS has no acks: a flush (PING/PONG) at least proves the server read them. */
     natsStatus s = natsConnection_FlushTimeout(st->nc, st->cfg->ack_timeout_ms);
     if (s != NATS_OK) {
-        return fail(err, PGCDC_EIO, "flush: %s", natsStatus_GetText(s));
+        return pgcdc_err_format(err, PGCDC_EIO, "flush: %s", natsStatus_GetText(s));
     }
     st->host->ack(st->h, b->id, 0, b->count, PGCDC_ACK_OK, NULL);
     return 0;
@@ -771,7 +760,8 @@ static int nats_deliver(void *state, const struct pgcdc_batch *b, struct pgcdc_e
             size_t n = st->inflight;
             pthread_mutex_unlock(&st->mu);
             /* Refused: no acks; the core retries this batch after a backoff. */
-            return fail(err, PGCDC_EAGAIN, "recovering: waiting for %zu in-flight publishes", n);
+            return pgcdc_err_format(err, PGCDC_EAGAIN,
+                                    "recovering: waiting for %zu in-flight publishes", n);
         }
         int rc = resync(st, err);
         if (rc != 0) {
@@ -856,7 +846,7 @@ static int nats_flush(void *state, int timeout_ms, struct pgcdc_err *err)
         pthread_mutex_lock(&st->mu);
         size_t n = st->inflight;
         pthread_mutex_unlock(&st->mu);
-        return fail(err, PGCDC_ETIMEDOUT, "%zu publishes still unacked", n);
+        return pgcdc_err_format(err, PGCDC_ETIMEDOUT, "%zu publishes still unacked", n);
     }
     return 0;
 }

@@ -127,37 +127,24 @@ struct redis_sink {
     size_t ncmds_cap;
 };
 
-static int fail(struct pgcdc_err *err, int rc, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-
-static int fail(struct pgcdc_err *err, int rc, const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    err->rc = rc;
-    vsnprintf(err->msg, sizeof err->msg, fmt, ap);
-    va_end(ap);
-    return rc;
-}
-
 /* redis://host:port[/db]; user:password@ in the url is refused (secrets belong in
  * password_file, and urls end up in logs). */
 static int parse_url(struct redis_sink *st, const char *url, struct pgcdc_err *err)
 {
     const char *p = url;
     if (strncmp(p, "redis://", 8) != 0) {
-        return fail(err, PGCDC_ECONFIG,
-                    "url must start with redis:// (rediss:// needs a stunnel "
-                    "sidecar with hiredis 0.14, see docs/sinks/cache.md)");
+        return pgcdc_err_format(err, PGCDC_ECONFIG,
+                                "url must start with redis:// (rediss:// needs a stunnel "
+                                "sidecar with hiredis 0.14, see docs/sinks/cache.md)");
     }
     p += 8;
     if (strchr(p, '@') != NULL) {
-        return fail(err, PGCDC_ECONFIG,
-                    "url must not carry credentials: use user and password_file");
+        return pgcdc_err_format(err, PGCDC_ECONFIG,
+                                "url must not carry credentials: use user and password_file");
     }
     size_t hl = strcspn(p, ":/");
     if (hl == 0 || hl >= sizeof st->host_name) {
-        return fail(err, PGCDC_ECONFIG, "url: bad host");
+        return pgcdc_err_format(err, PGCDC_ECONFIG, "url: bad host");
     }
     memcpy(st->host_name, p, hl);
     st->host_name[hl] = '\0';
@@ -167,7 +154,7 @@ static int parse_url(struct redis_sink *st, const char *url, struct pgcdc_err *e
         char *end;
         long v = strtol(p + 1, &end, 10);
         if (end == p + 1 || v <= 0 || v > 65535) {
-            return fail(err, PGCDC_ECONFIG, "url: bad port");
+            return pgcdc_err_format(err, PGCDC_ECONFIG, "url: bad port");
         }
         st->port = (int)v;
         p = end;
@@ -177,7 +164,7 @@ static int parse_url(struct redis_sink *st, const char *url, struct pgcdc_err *e
         char *end;
         long v = strtol(p + 1, &end, 10);
         if (*end != '\0' || v < 0 || v > 1000000) {
-            return fail(err, PGCDC_ECONFIG, "url: bad database number");
+            return pgcdc_err_format(err, PGCDC_ECONFIG, "url: bad database number");
         }
         st->db = (int)v;
     }
@@ -214,34 +201,35 @@ static int redis_init(struct pgcdc_sink *s, const struct pgcdc_host_api *host, c
         st->mode = MODE_SET;
     }
     else {
-        return fail(err, PGCDC_ECONFIG, "mode must be unlink, publish or set");
+        return pgcdc_err_format(err, PGCDC_ECONFIG, "mode must be unlink, publish or set");
     }
     if (strcmp(c->value_format, "json") != 0 && strcmp(c->value_format, "msgpack") != 0) {
-        return fail(err, PGCDC_ECONFIG, "value_format must be json or msgpack");
+        return pgcdc_err_format(err, PGCDC_ECONFIG, "value_format must be json or msgpack");
     }
     if (strcmp(c->truncate, "ignore") != 0 && strcmp(c->truncate, "flush_prefix") != 0) {
-        return fail(err, PGCDC_ECONFIG, "truncate must be ignore or flush_prefix");
+        return pgcdc_err_format(err, PGCDC_ECONFIG, "truncate must be ignore or flush_prefix");
     }
     if (strcmp(c->on_restart, "warn") != 0 && strcmp(c->on_restart, "flush_prefix") != 0) {
-        return fail(err, PGCDC_ECONFIG, "on_restart must be warn or flush_prefix");
+        return pgcdc_err_format(err, PGCDC_ECONFIG, "on_restart must be warn or flush_prefix");
     }
     st->flush_on_truncate = strcmp(c->truncate, "flush_prefix") == 0;
     st->flush_on_restart = strcmp(c->on_restart, "flush_prefix") == 0;
     if (c->user != NULL && c->password == NULL) {
-        return fail(err, PGCDC_ECONFIG, "user needs password (or password_file)");
+        return pgcdc_err_format(err, PGCDC_ECONFIG, "user needs password (or password_file)");
     }
     char why[200];
     if (pgcdc_cache_keys_parse(c->tables, &st->keys, why, sizeof why) != 0) {
-        return fail(err, PGCDC_ECONFIG, "%s", why);
+        return pgcdc_err_format(err, PGCDC_ECONFIG, "%s", why);
     }
     if (st->flush_on_truncate || st->flush_on_restart) {
         for (size_t i = 0; i < st->keys->ntables; i++) {
             for (size_t j = 0; j < st->keys->tables[i].ntemplates; j++) {
                 if (st->keys->tables[i].prefixes[j][0] == '\0') {
-                    return fail(err, PGCDC_ECONFIG,
-                                "flush_prefix needs a static prefix, but template '%s' starts "
-                                "with a column: it would flush every key",
-                                st->keys->tables[i].templates[j]);
+                    return pgcdc_err_format(
+                        err, PGCDC_ECONFIG,
+                        "flush_prefix needs a static prefix, but template '%s' starts "
+                        "with a column: it would flush every key",
+                        st->keys->tables[i].templates[j]);
                 }
             }
         }
@@ -294,8 +282,8 @@ static int flush_table(struct redis_sink *st, const struct pgcdc_cache_table *t,
             redisReply *r = cmd(st, "SCAN %s MATCH %s COUNT 1000", cursor, match);
             if (r == NULL || r->type != REDIS_REPLY_ARRAY || r->elements != 2) {
                 freeReplyObject(r);
-                return fail(err, PGCDC_EIO, "SCAN %s: %s", match,
-                            st->c->err ? st->c->errstr : "bad reply");
+                return pgcdc_err_format(err, PGCDC_EIO, "SCAN %s: %s", match,
+                                        st->c->err ? st->c->errstr : "bad reply");
             }
             snprintf(cursor, sizeof cursor, "%s", r->element[0]->str);
             redisReply *keys = r->element[1];
@@ -306,7 +294,7 @@ static int flush_table(struct redis_sink *st, const struct pgcdc_cache_table *t,
                     free(argv);
                     free(lens);
                     freeReplyObject(r);
-                    return fail(err, PGCDC_ENOMEM, "out of memory");
+                    return pgcdc_err_format(err, PGCDC_ENOMEM, "out of memory");
                 }
                 argv[0] = st->use_del ? "DEL" : "UNLINK";
                 lens[0] = strlen(argv[0]);
@@ -324,7 +312,7 @@ static int flush_table(struct redis_sink *st, const struct pgcdc_cache_table *t,
                 freeReplyObject(u);
                 if (!ok) {
                     freeReplyObject(r);
-                    return fail(err, PGCDC_EIO, "UNLINK during a prefix flush failed");
+                    return pgcdc_err_format(err, PGCDC_EIO, "UNLINK during a prefix flush failed");
                 }
             }
             freeReplyObject(r);
@@ -357,8 +345,8 @@ static int connect_redis(struct redis_sink *st, struct pgcdc_err *err)
                          .tv_usec = (st->cfg->timeout_ms % 1000) * 1000};
     st->c = redisConnectWithTimeout(st->host_name, st->port, tv);
     if (st->c == NULL || st->c->err) {
-        int rc = fail(err, PGCDC_EIO, "connecting to %s:%d: %s", st->host_name, st->port,
-                      st->c ? st->c->errstr : "out of memory");
+        int rc = pgcdc_err_format(err, PGCDC_EIO, "connecting to %s:%d: %s", st->host_name,
+                                  st->port, st->c ? st->c->errstr : "out of memory");
         disconnect(st);
         return rc;
     }
@@ -371,8 +359,8 @@ static int connect_redis(struct redis_sink *st, struct pgcdc_err *err)
         int ok = r != NULL && r->type == REDIS_REPLY_STATUS;
         /* The server's text, never the password. */
         if (!ok) {
-            fail(err, PGCDC_EIO, "AUTH failed: %s",
-                 r && r->type == REDIS_REPLY_ERROR ? r->str : st->c->errstr);
+            pgcdc_err_format(err, PGCDC_EIO, "AUTH failed: %s",
+                             r && r->type == REDIS_REPLY_ERROR ? r->str : st->c->errstr);
         }
         freeReplyObject(r);
         if (!ok) {
@@ -386,7 +374,7 @@ static int connect_redis(struct redis_sink *st, struct pgcdc_err *err)
         freeReplyObject(r);
         if (!ok) {
             disconnect(st);
-            return fail(err, PGCDC_EIO, "SELECT %d failed", st->db);
+            return pgcdc_err_format(err, PGCDC_EIO, "SELECT %d failed", st->db);
         }
     }
     if (st->mode == MODE_SET) {
@@ -398,7 +386,7 @@ static int connect_redis(struct redis_sink *st, struct pgcdc_err *err)
         freeReplyObject(r);
         if (!ok) {
             disconnect(st);
-            return fail(err, PGCDC_EIO, "SCRIPT LOAD failed");
+            return pgcdc_err_format(err, PGCDC_EIO, "SCRIPT LOAD failed");
         }
     }
     r = cmd(st, "INFO server");
@@ -655,7 +643,7 @@ static int redis_deliver(void *state, const struct pgcdc_batch *b, struct pgcdc_
     if (st->ncmds_cap < b->count) {
         uint32_t *n = realloc(st->ncmds, b->count * sizeof *n);
         if (n == NULL) {
-            return fail(err, PGCDC_ENOMEM, "out of memory");
+            return pgcdc_err_format(err, PGCDC_ENOMEM, "out of memory");
         }
         st->ncmds = n;
         st->ncmds_cap = b->count;
@@ -702,7 +690,8 @@ static int redis_deliver(void *state, const struct pgcdc_batch *b, struct pgcdc_
         int n = append_event(st, ev, &unfillable);
         if (n < 0) {
             disconnect(st);
-            return fail(err, PGCDC_ENOMEM, "building the commands of %s failed", ev->id);
+            return pgcdc_err_format(err, PGCDC_ENOMEM, "building the commands of %s failed",
+                                    ev->id);
         }
         st->ncmds[i] = (uint32_t)n;
     }
@@ -715,7 +704,7 @@ static int redis_deliver(void *state, const struct pgcdc_batch *b, struct pgcdc_
             redisReply *r = NULL;
             if (redisGetReply(st->c, (void **)&r) != REDIS_OK || r == NULL) {
                 /* The connection is gone: nothing after this can be trusted. */
-                rc = fail(err, PGCDC_EIO, "Redis: %s", st->c->errstr);
+                rc = pgcdc_err_format(err, PGCDC_EIO, "Redis: %s", st->c->errstr);
                 disconnect(st);
                 if (acked > 0) {
                     st->host->ack(st->h, b->id, 0, acked, PGCDC_ACK_OK, NULL);

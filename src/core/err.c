@@ -7,6 +7,7 @@
 
 int pgcdc_err_set(struct pgcdc_err *err, int rc, const char *fmt, ...)
 {
+    /* The same as pgcdc_err_format (status.h), as an out-of-line function for the core. */
     if (err != NULL) {
         va_list ap;
         va_start(ap, fmt);
