@@ -251,14 +251,13 @@ def test_pgcdc_killed_five_times_leaves_no_duplicates_in_the_stream(h):
     rng = random.Random(11)
 
     def fault(p, nats, w):
+        # Six SIGKILLs, mostly during the writes; any after them still hit the catch-up.
         for _ in range(6):
-            time.sleep(rng.uniform(0.3, 1.2))
-            if not w.is_alive():
-                break
+            time.sleep(rng.uniform(0.3, 0.9))
             p.kill()
             p.start()
-        assert p.starts >= 5
-    run_scenario(h, fault, n_txn=8000, sink_kw={"duplicate_window": "1s"}, name="nkill")
+        assert p.starts == 7
+    run_scenario(h, fault, n_txn=20000, sink_kw={"duplicate_window": "1s"}, name="nkill")
 
 
 def test_r3_cluster_survives_a_node_kill(h):
