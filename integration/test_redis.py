@@ -249,3 +249,48 @@ def test_redis_paused_20_seconds(h):
     assert not left, f"keys not invalidated after the pause: {left[:10]}"
     p.terminate()
     assert p.wait(30) == 0
+
+
+def test_auth_from_a_password_file_and_a_database_number(h):
+    r = h.start_redis(name="redis_auth", password="s3cret-pw")
+    pw = h.tmpdir("secret") / "redis.pw"
+    pw.write_text("s3cret-pw\n")
+    os.chmod(pw, 0o600)
+    db, slot, cfg = setup(h, r)
+    sink = cfg["sinks"][0]
+    sink["url"] = f"redis://127.0.0.1:{r.port}"  # credentials in a url are refused
+    sink["password_file"] = str(pw)
+    sink["db"] = 3
+    p = h.pgcdc(cfg)
+    p.wait_log("streaming from slot")
+    h.pg.execute("INSERT INTO users VALUES (1, 'a@x', 'n')", dbname=db)
+    caught_up(h, slot)
+    # Warm in db 3 (one connection: SELECT then SET), then change the row.
+    import socket as so
+    with so.create_connection(("127.0.0.1", r.port)) as s:
+        rd = harness._Reader(s)
+        for cmd in (["AUTH", "s3cret-pw"], ["SELECT", "3"], ["SET", "user:1", "x"],
+                    ["SELECT", "0"], ["SET", "user:1", "db0"]):
+            s.sendall(harness._resp_encode(cmd))
+            harness._resp_read(rd)
+    h.pg.execute("UPDATE users SET name = 'm' WHERE id = 1", dbname=db)
+    caught_up(h, slot)
+    with so.create_connection(("127.0.0.1", r.port)) as s:
+        rd = harness._Reader(s)
+        out = []
+        for cmd in (["AUTH", "s3cret-pw"], ["SELECT", "3"], ["EXISTS", "user:1"],
+                    ["SELECT", "0"], ["EXISTS", "user:1"]):
+            s.sendall(harness._resp_encode(cmd))
+            out.append(harness._resp_read(rd))
+    assert out[2] == 0, "the key in db 3 was not invalidated"
+    assert out[4] == 1, "a key in another database was touched"
+    p.terminate()
+    assert p.wait(30) == 0
+    assert "s3cret-pw" not in p.log_path.read_text()
+    # A wrong password is a clear start failure, retried; the password is never logged.
+    pw.write_text("wrong\n")
+    p2 = h.pgcdc(cfg, name="badauth")
+    p2.wait_log("AUTH failed", timeout=30)
+    p2.terminate()
+    p2.wait(30)
+    assert "wrong" not in p2.log_path.read_text().replace("wrong password", "")
