@@ -39,9 +39,10 @@ struct pgcdc_enc_ctx {
     uint64_t commit_lsn; /* Begin.final_lsn */
     uint32_t seq;        /* index of the change in its transaction */
     uint32_t xid;
-    int64_t ts_us;       /* commit time, µs since the Unix epoch */
-    int64_t now_ms;      /* processing time for ts_ms */
-    int snapshot;        /* source.snapshot */
+    int64_t ts_us;  /* commit time, µs since the Unix epoch */
+    int64_t now_ms; /* processing time for ts_ms */
+    int snapshot;   /* source.snapshot */
+    const char *id; /* this event's id if the caller formatted it already, else NULL */
 };
 
 /* Write "<source>/<commit_lsn %016X>/<seq %08X>" into dst (cap >= PGCDC_EVENT_ID_MAX). */

@@ -373,6 +373,7 @@ static void enc_ctx(struct engine *e, struct pgcdc_enc_ctx *c, uint64_t lsn)
     c->ts_us = e->commit_ts_us;
     c->now_ms = wall_ms();
     c->snapshot = 0;
+    c->id = NULL;
 }
 
 static const struct pgcdc_rel *need_rel(struct engine *e, uint32_t relid, struct pgcdc_err *err)
@@ -458,6 +459,7 @@ static int handle_pgoutput(struct engine *e, const uint8_t *data, size_t len, ui
         }
         enc_ctx(e, &ctx, lsn);
         pgcdc_event_id(p->id, sizeof p->id, e->source, e->commit_lsn, e->seq);
+        ctx.id = p->id;
         rc = pgcdc_encode_change(&ctx, op, rel, e->rc, &m->u.change, &e->pend_buf, err);
         if (rc != 0) {
             return rc;
