@@ -140,7 +140,8 @@ void pgcdc_vlog(int level, const char *component, const char *fmt, va_list ap)
         n = (size_t)snprintf(line, sizeof line, "%s %-5s [%s] %s", when, level_names[level],
                              component, msg);
         if (dropped > 0 && n < sizeof line) {
-            n += (size_t)snprintf(line + n, sizeof line - n, " (previous message repeated %lu more times)", dropped);
+            n += (size_t)snprintf(line + n, sizeof line - n,
+                                  " (previous message repeated %lu more times)", dropped);
         }
         if (n < sizeof line) {
             n += (size_t)snprintf(line + n, sizeof line - n, "\n");

@@ -105,7 +105,7 @@ struct pgcdc_pgo_change {
     struct pgcdc_pgo_tuple new_tuple;
 };
 
-#define PGCDC_PGO_TRUNCATE_CASCADE 1u
+#define PGCDC_PGO_TRUNCATE_CASCADE          1u
 #define PGCDC_PGO_TRUNCATE_RESTART_IDENTITY 2u
 
 struct pgcdc_pgo_truncate {
