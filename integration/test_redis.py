@@ -294,3 +294,33 @@ def test_auth_from_a_password_file_and_a_database_number(h):
     p2.terminate()
     p2.wait(30)
     assert "wrong" not in p2.log_path.read_text().replace("wrong password", "")
+
+
+def test_set_mode_with_unchanged_toast(h):
+    """An update that leaves a TOASTed column out: with REPLICA IDENTITY FULL the cached row
+    keeps the value (taken from the old row); without it, a tombstone, never a partial row."""
+    import json
+    r = h.start_redis(name="redis_toast")
+    ddl = ("CREATE TABLE docs (id int PRIMARY KEY, n int, body text);"
+           "CREATE TABLE docs_default (id int PRIMARY KEY, n int, body text);"
+           "ALTER TABLE docs REPLICA IDENTITY FULL")
+    tables = {"public.docs": {"keys": ["doc:{id}"]},
+              "public.docs_default": {"keys": ["docd:{id}"]}}
+    db = h.new_db("rtoast")
+    h.pg.execute(ddl, dbname=db)
+    slot = h.unique("rtoast")
+    cfg = make_config(h.pg.dsn(db), slot, slot, tables=["public.docs", "public.docs_default"],
+                      sinks=[redis_sink(r, tables=tables, mode="set")])
+    p = h.pgcdc(cfg)
+    p.wait_log("streaming from slot")
+    big = "string_agg(md5(g::text), '') FROM generate_series(1, 3200) g"
+    h.pg.execute(f"INSERT INTO docs SELECT 1, 1, {big}", dbname=db)
+    h.pg.execute(f"INSERT INTO docs_default SELECT 1, 1, {big}", dbname=db)
+    h.pg.execute("UPDATE docs SET n = 2; UPDATE docs_default SET n = 2", dbname=db)
+    caught_up(h, slot)
+    row = json.loads(redis_cmd(r.port, "HGET", "doc:1", "data"))
+    assert row["n"] == 2 and len(row["body"]) == 3200 * 32, "the TOASTed body was lost"
+    assert redis_cmd(r.port, "HGET", "docd:1", "deleted") == b"1"
+    assert redis_cmd(r.port, "HGET", "docd:1", "data") is None
+    p.terminate()
+    assert p.wait(30) == 0

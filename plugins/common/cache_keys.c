@@ -207,7 +207,12 @@ int pgcdc_cache_decode(struct pgcdc_cache_keys *ks, const void *payload, size_t 
     if (a != NULL) {
         out->after = *a;
     }
-    out->has_unchanged = map_get(&root, "unchanged") != NULL;
+    const msgpack_object *u = map_get(&root, "unchanged");
+    out->unchanged.type = MSGPACK_OBJECT_NIL;
+    if (u != NULL) {
+        out->unchanged = *u;
+    }
+    out->has_unchanged = u != NULL && u->type == MSGPACK_OBJECT_ARRAY && u->via.array.size > 0;
     out->lsn = lsn && lsn->type == MSGPACK_OBJECT_POSITIVE_INTEGER ? lsn->via.u64 : 0;
     return 0;
 }

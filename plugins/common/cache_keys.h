@@ -48,8 +48,9 @@ const struct pgcdc_cache_table *pgcdc_cache_table(const struct pgcdc_cache_keys 
 struct pgcdc_cache_event {
     msgpack_object before;
     msgpack_object after;
-    int has_unchanged; /* the update left TOASTed columns out of `after` */
-    uint64_t lsn;      /* source.lsn: the version of a row in set mode */
+    int has_unchanged;        /* the update left TOASTed columns out of `after` */
+    msgpack_object unchanged; /* their names (an array), or nil */
+    uint64_t lsn;             /* source.lsn: the version of a row in set mode */
 };
 
 int pgcdc_cache_decode(struct pgcdc_cache_keys *ks, const void *payload, size_t len,

@@ -398,6 +398,12 @@ static int connect_redis(struct redis_sink *st, struct pgcdc_err *err)
             snprintf(run_id, sizeof run_id, "%.*s", (int)(n < 63 ? n : 63), p + 7);
         }
     }
+    if (run_id[0] == '\0') {
+        st->host->log(st->h, PGCDC_LOG_WARN,
+                      "INFO server did not give a run_id (%s): Redis restarts cannot be detected "
+                      "(grant +info to pgcdc's user)",
+                      r != NULL && r->type == REDIS_REPLY_ERROR ? r->str : "no reply");
+    }
     freeReplyObject(r);
     if (st->run_id[0] != '\0' && run_id[0] != '\0' && strcmp(run_id, st->run_id) != 0) {
         if (st->flush_on_restart) {
@@ -487,20 +493,60 @@ static int append_publish(struct redis_sink *st, const struct pgcdc_event *ev,
     return (int)kl->n;
 }
 
-/* The row value for set mode: `after` as msgpack, or as JSON via host->event_json. */
-static int row_value(struct redis_sink *st, const msgpack_object *after, const char **val,
+static const msgpack_object *find_col(const msgpack_object *row, const msgpack_object *name)
+{
+    if (row->type != MSGPACK_OBJECT_MAP || name->type != MSGPACK_OBJECT_STR) {
+        return NULL;
+    }
+    for (uint32_t i = 0; i < row->via.map.size; i++) {
+        const msgpack_object *k = &row->via.map.ptr[i].key;
+        if (k->type == MSGPACK_OBJECT_STR && k->via.str.size == name->via.str.size &&
+            memcmp(k->via.str.ptr, name->via.str.ptr, name->via.str.size) == 0) {
+            return &row->via.map.ptr[i].val;
+        }
+    }
+    return NULL;
+}
+
+/*
+ * The row value for set mode: `after` (plus, for an update that left TOASTed columns out, their
+ * values from `before`, which REPLICA IDENTITY FULL provides) as msgpack, or as JSON via
+ * host->event_json. Returns 1 when the whole row is known, 0 when it is not (write a
+ * tombstone instead), -1 on allocation failure.
+ */
+static int row_value(struct redis_sink *st, const struct pgcdc_cache_event *ce, const char **val,
                      size_t *len)
 {
     msgpack_sbuffer_clear(&st->sbuf);
     msgpack_packer pk;
     msgpack_packer_init(&pk, &st->sbuf, msgpack_sbuffer_write);
-    if (msgpack_pack_object(&pk, *after) != 0) {
+    const msgpack_object *after = &ce->after;
+    uint32_t extra = ce->has_unchanged ? ce->unchanged.via.array.size : 0;
+    for (uint32_t i = 0; i < extra; i++) {
+        if (find_col(&ce->before, &ce->unchanged.via.array.ptr[i]) == NULL) {
+            return 0; /* the old value is not there (no REPLICA IDENTITY FULL) */
+        }
+    }
+    if (msgpack_pack_map(&pk, after->via.map.size + extra) != 0) {
         return -1;
+    }
+    for (uint32_t i = 0; i < after->via.map.size; i++) {
+        if (msgpack_pack_object(&pk, after->via.map.ptr[i].key) != 0 ||
+            msgpack_pack_object(&pk, after->via.map.ptr[i].val) != 0) {
+            return -1;
+        }
+    }
+    for (uint32_t i = 0; i < extra; i++) {
+        const msgpack_object *name = &ce->unchanged.via.array.ptr[i];
+        if (msgpack_pack_object(&pk, *name) != 0 ||
+            msgpack_pack_object(&pk, *find_col(&ce->before, name)) != 0) {
+            return -1;
+        }
     }
     if (strcmp(st->cfg->value_format, "msgpack") == 0) {
         *val = st->sbuf.data;
         *len = st->sbuf.size;
-        return 0;
+        return 1;
     }
     struct pgcdc_event fake = {.payload = st->sbuf.data, .payload_len = st->sbuf.size};
     size_t need = st->host->event_json(&fake, st->jsonbuf, st->jsoncap);
@@ -516,7 +562,7 @@ static int row_value(struct redis_sink *st, const msgpack_object *after, const c
     }
     *val = st->jsonbuf;
     *len = need;
-    return 0;
+    return 1;
 }
 
 /* EVALSHA the guard for every key in kl; what = "set" (with value) or "del". */
@@ -590,14 +636,16 @@ static int append_event(struct redis_sink *st, const struct pgcdc_event *ev, int
     *unfillable += missing;
     /* set mode */
     int n = 0, r;
-    int writable =
-        ce.after.type == MSGPACK_OBJECT_MAP && !ce.has_unchanged && ev->op != PGCDC_OP_DELETE;
-    if (writable) {
-        const char *val;
-        size_t vlen;
-        if (row_value(st, &ce.after, &val, &vlen) != 0) {
+    const char *val = NULL;
+    size_t vlen = 0;
+    int whole = 0;
+    if (ce.after.type == MSGPACK_OBJECT_MAP && ev->op != PGCDC_OP_DELETE) {
+        whole = row_value(st, &ce, &val, &vlen);
+        if (whole < 0) {
             return -1;
         }
+    }
+    if (whole) {
         r = append_set(st, &st->new_keys, "set", ev->lsn, val, vlen);
     }
     else {
@@ -668,6 +716,10 @@ static int redis_deliver(void *state, const struct pgcdc_batch *b, struct pgcdc_
                 redisReply *r = NULL;
                 ok = redisGetReply(st->c, (void **)&r) == REDIS_OK && r != NULL &&
                      r->type != REDIS_REPLY_ERROR;
+                if (r != NULL && r->type == REDIS_REPLY_ERROR &&
+                    strstr(r->str, "unknown command") != NULL) {
+                    st->use_del = 1; /* Redis < 4.0: the retry uses DEL */
+                }
                 freeReplyObject(r);
             }
             if (!ok) {
