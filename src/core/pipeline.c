@@ -594,10 +594,17 @@ static void host_ack(struct pgcdc_sink *s, uint64_t batch_id, size_t first, size
         b->outstanding--;
     }
     if (retried > 0) {
-        int64_t wait = backoff_ms(s->retry_min_ms, s->retry_max_ms, s->retry_attempt++);
-        now_plus_ms(&s->retry_at, wait);
-        pgcdc_log(PGCDC_LOG_WARN, s->component, "%d events to retry in %lld ms: %s", retried,
-                  (long long)wait, reason ? reason : "retry");
+        /* One failure episode is one backoff step, however many acks report it: only a
+         * retry scheduled while none is pending (or after the last one came due) grows it. */
+        struct timespec now;
+        clock_gettime(CLOCK_MONOTONIC, &now);
+        int pending = s->retry_len > (size_t)retried && ts_before(&now, &s->retry_at);
+        if (!pending) {
+            int64_t wait = backoff_ms(s->retry_min_ms, s->retry_max_ms, s->retry_attempt++);
+            now_plus_ms(&s->retry_at, wait);
+            pgcdc_log(PGCDC_LOG_WARN, s->component, "%d events to retry in %lld ms: %s", retried,
+                      (long long)wait, reason ? reason : "retry");
+        }
     }
     else if (released > 0) {
         s->retry_attempt = 0;
