@@ -347,17 +347,21 @@ def run_recvlogical(pg, db, poller, slot, end_lsn, args, outdir):
             "confirmed": int_to_lsn(flushed)}
 
 
-def run_pgcdc(h, pg, db, poller, slot, end_lsn, fmt, args, outdir, sink_path="/dev/null"):
-    cfg = make_config(pg.dsn(db), slot, "bench_pub", tables=["public.bench"],
-                      sinks=[{"name": "null", "type": "stdout", "path": sink_path,
-                              "format": fmt}],
-                      create_slot=False, create_publication=False, snapshot="never")
+def run_pgcdc(h, pg, db, poller, slot, end_lsn, fmt, args, outdir, sink_path="/dev/null",
+              sink=None, label=None, client=None, source="app", log_level="warn", env=None):
+    """pgcdc with one stdout sink (format fmt), or with `sink` (a sink config dict; then
+    label/client name the run: bench/nats.py)."""
+    if sink is None:
+        sink = {"name": "null", "type": "stdout", "path": sink_path, "format": fmt}
+    cfg = make_config(pg.dsn(db), slot, "bench_pub", tables=["public.bench"], sinks=[sink],
+                      name=source, create_slot=False, create_publication=False,
+                      snapshot="never")
     cfg["source"]["status_interval"] = "100ms"
-    cfg["log"] = {"level": "warn", "format": "text"}
-    label = f"pgcdc-{fmt}"
+    cfg["log"] = {"level": log_level, "format": "text"}
+    label = label or f"pgcdc-{fmt}"
     end = lsn_to_int(end_lsn)
     t0 = time.monotonic()
-    p = h.pgcdc(cfg, name=f"{label}-{slot}", binary=args.pgcdc)
+    p = h.pgcdc(cfg, name=f"{label}-{slot}", binary=args.pgcdc, env=env)
     tools = attach_tools(p.pid, label, args, outdir)
     ws = WalsenderWatch(label, args, outdir, tools, t0, end, p.pid)
     deadline = t0 + args.timeout
@@ -388,7 +392,7 @@ def run_pgcdc(h, pg, db, poller, slot, end_lsn, fmt, args, outdir, sink_path="/d
             p.stop(10)
     if p.returncode != 0:
         raise HarnessError(f"pgcdc exited {p.returncode} after SIGTERM:\n{p.log_tail(20)}")
-    return {"client": f"pgcdc ({fmt})", "wall": wall, "cpu": ucpu + scpu,
+    return {"client": client or f"pgcdc ({fmt})", "wall": wall, "cpu": ucpu + scpu,
             "user": ucpu, "sys": scpu,
             "cpu_at_exit": ru.ru_utime + ru.ru_stime,
             "rss_mb": rss_kb / 1024.0,
