@@ -806,6 +806,11 @@ static int nats_deliver(void *state, const struct pgcdc_batch *b, struct pgcdc_e
         if (st->cfg->strict_order && st->last_id[0] != '\0') {
             po.ExpectLastMsgId = st->last_id;
         }
+        /* Copy the id now: once published, the event can be acked from nats.c's thread and
+         * released before js_PublishMsgAsync even returns (sink.h: read an event only until
+         * it is acked). Reading ev->id afterwards corrupted the expected-last-id chain. */
+        char this_id[sizeof st->last_id];
+        snprintf(this_id, sizeof this_id, "%s", ev->id);
         pthread_mutex_lock(&st->mu);
         flight_put(st, m, b->id, (uint32_t)i);
         pthread_mutex_unlock(&st->mu);
@@ -829,7 +834,7 @@ static int nats_deliver(void *state, const struct pgcdc_batch *b, struct pgcdc_e
             st->host->ack(st->h, b->id, i, b->count - i, PGCDC_ACK_RETRY, natsStatus_GetText(s));
             break;
         }
-        snprintf(st->last_id, sizeof st->last_id, "%s", ev->id);
+        memcpy(st->last_id, this_id, sizeof st->last_id);
     }
     if (skipped > 0) {
         st->host->count(st->h, "skipped", skipped);
