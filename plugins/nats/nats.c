@@ -17,9 +17,7 @@
  * so the server refuses a publish whose predecessor was lost instead of storing it ahead. The
  * stream then has no gaps, which is what makes "skip what is at or before the stored
  * position" safe. Without the chain a lost publish can leave a gap, so the skip is off and
- * only the duplicate window de-duplicates. XXX: under a sustained high publish rate the server
- * has refused chained publishes with 10070 without a fault (docs/sinks/nats.md, "Known
- * issue"); recovery keeps the data correct but throughput drops.
+ * only the duplicate window de-duplicates.
  *
  * Errors: a full stream (discard: new) and a missing stream are retried with backoff (the
  * checkpoint waits, WAL accumulates in the slot); a message over the server's or stream's
