@@ -684,7 +684,6 @@ static int stream(struct engine *e, struct pgcdc_err *err)
 {
     int draining = 0;
     int64_t drain_deadline = 0;
-    int64_t busy_since_ms = 0;
     if (PQsetnonblocking(e->conn, 1) != 0) {
         return pgcdc_err_set(err, PGCDC_EIO, "cannot make the connection non-blocking");
     }
@@ -743,14 +742,10 @@ static int stream(struct engine *e, struct pgcdc_err *err)
         }
         /* Adaptive low-water mark: raise it while messages keep coming in bursts. */
         if (got >= 16) {
-            if (busy_since_ms == 0) {
-                busy_since_ms = mono_ms();
-            }
             set_lowat(e, 1);
         }
         else if (got == 0 && e->lowat_busy) {
             set_lowat(e, 0);
-            busy_since_ms = 0;
         }
         if (can_read && e->recv_timeout_ms > 0 &&
             mono_ms() - e->last_recv_ms > e->recv_timeout_ms) {
