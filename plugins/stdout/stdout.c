@@ -15,9 +15,15 @@
  * Delivery: a batch is rendered into one buffer and written with as few write(2) calls as
  * the kernel allows, then acked OK. A process killed between the write and the checkpoint
  * sees those events again after restart (at-least-once); consumers dedupe by "id".
+ *
+ * A SIGKILL in the middle of a write(2) can leave a torn last line in a file. Nothing in it
+ * was acked (acks follow a complete write), so on open in json mode the sink cuts the file
+ * back to its last newline and those events arrive again, whole. In msgpack mode records
+ * have no delimiter to find from the end; a reader stops at a torn trailing record.
  */
 #include <errno.h>
 #include <fcntl.h>
+#include <sys/stat.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -70,6 +76,50 @@ static int reserve(struct stdout_sink *st, size_t len, size_t extra)
     return 0;
 }
 
+/*
+ * Cut a torn trailing line (bytes after the last '\n') off a JSON-lines file. Reads
+ * backwards in blocks, so the cost is the length of the torn line, not the file's.
+ * Returns the bytes removed, or -1 with errno set.
+ */
+static off_t drop_torn_line(int fd)
+{
+    struct stat sb;
+    if (fstat(fd, &sb) != 0) {
+        return -1;
+    }
+    if (!S_ISREG(sb.st_mode) || sb.st_size == 0) {
+        return 0;
+    }
+    char block[4096];
+    off_t end = sb.st_size;
+    off_t pos = end;
+    while (pos > 0) {
+        size_t n = pos < (off_t)sizeof block ? (size_t)pos : sizeof block;
+        ssize_t r = pread(fd, block, n, pos - (off_t)n);
+        if (r != (ssize_t)n) {
+            if (r >= 0) {
+                errno = EIO;
+            }
+            return -1;
+        }
+        size_t i = n;
+        while (i > 0 && block[i - 1] != '\n') {
+            i--;
+        }
+        pos -= (off_t)(n - i);
+        if (i > 0) {
+            break;
+        }
+    }
+    if (pos == end) {
+        return 0;
+    }
+    if (ftruncate(fd, pos) != 0) {
+        return -1;
+    }
+    return end - pos;
+}
+
 static int stdout_init(struct pgcdc_sink *s, const struct pgcdc_host_api *host, const void *config,
                        void **state, struct pgcdc_err *err)
 {
@@ -96,7 +146,7 @@ static int stdout_init(struct pgcdc_sink *s, const struct pgcdc_host_api *host, 
     st->fsync = cfg->fsync;
     st->fd = STDOUT_FILENO;
     if (strcmp(cfg->path, "-") != 0) {
-        st->fd = open(cfg->path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+        st->fd = open(cfg->path, O_RDWR | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
         if (st->fd < 0) {
             err->rc = PGCDC_EIO;
             snprintf(err->msg, sizeof err->msg, "cannot open %s: %s", cfg->path, strerror(errno));
@@ -104,6 +154,20 @@ static int stdout_init(struct pgcdc_sink *s, const struct pgcdc_host_api *host, 
             return PGCDC_EIO;
         }
         st->own_fd = 1;
+        off_t cut = msgpack ? 0 : drop_torn_line(st->fd);
+        if (cut < 0) {
+            err->rc = PGCDC_EIO;
+            snprintf(err->msg, sizeof err->msg, "cannot repair %s: %s", cfg->path, strerror(errno));
+            close(st->fd);
+            free(st);
+            return PGCDC_EIO;
+        }
+        if (cut > 0) {
+            host->log(s, PGCDC_LOG_WARN,
+                      "%s ended in a torn line (%lld bytes, never acked; an earlier run was "
+                      "killed mid-write): cut it off, its events will be written again",
+                      cfg->path, (long long)cut);
+        }
     }
     *state = st;
     return 0;
