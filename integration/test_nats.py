@@ -290,6 +290,27 @@ def test_oversized_event_is_poison_and_holds_the_checkpoint(h):
     assert lsn_to_int(h.pg.slot_info("nb")["confirmed_flush_lsn"]) <= before
 
 
+def test_stop_before_anything_was_published_drains_cleanly(h):
+    """A SIGTERM before the first publish: exit 0 (nats.c 3.4 crashed in
+    js_PublishAsyncGetPendingList on a context that never published)."""
+    nats = h.start_nats(name="nats_idle")
+    db = h.new_db("nidle")
+    h.pg.execute("CREATE TABLE t (id int PRIMARY KEY)", dbname=db)
+    cfg = make_config(h.pg.dsn(db), "nidle", "nidle", tables=["public.t"],
+                      sinks=[nats_sink(nats.url)])
+    p = h.pgcdc(cfg)
+    for _ in range(3):
+        p.wait_log("started \\(nats")
+        p.wait_log("streaming from slot")
+        p.terminate()
+        assert p.wait(30) == 0, p.log_tail(10)
+        p.start()
+    h.pg.execute("INSERT INTO t VALUES (1)", dbname=db)
+    wait_until(lambda: natslib.info(nats.url, "CDC_APP")["messages"] >= 2, 30)  # schema + row
+    p.terminate()
+    assert p.wait(30) == 0
+
+
 def test_core_nats_mode(h):
     nats = h.start_nats(name="nats_core")
     natslib.create_stream(nats.url, "CAPTURE", ["cdc.app.>"])  # records core publishes

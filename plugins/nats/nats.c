@@ -144,6 +144,7 @@ struct nats_sink {
     struct flight *flights; /* open addressing, capacity a power of two >= 2 * max_pending */
     size_t fcap, inflight;
     int failing;                  /* a publish failed: refuse batches until in-flight ones answer */
+    int published;                /* js_PublishMsgAsync was called at least once */
     int stopped;                  /* no acks to the core any more */
     char last_id[256];            /* expected last message id for the next publish ("" = unknown) */
     struct pgcdc_nats_pos stored; /* this source's last position in the stream */
@@ -813,6 +814,7 @@ static int nats_deliver(void *state, const struct pgcdc_batch *b, struct pgcdc_e
         flight_put(st, m, b->id, (uint32_t)i);
         pthread_mutex_unlock(&st->mu);
         natsMsg *keep = m;
+        st->published = 1;
         natsStatus s = js_PublishMsgAsync(st->js, &m, &po);
         if (s != NATS_OK) {
             /* Not taken: the ack handler will not run for it. */
@@ -897,7 +899,8 @@ static void nats_destroy(void *state)
     }
     if (st->js != NULL) {
         natsMsgList pending;
-        if (js_PublishAsyncGetPendingList(&pending, st->js) == NATS_OK) {
+        /* nats.c 3.4 crashes here if the context never published (no pending map yet). */
+        if (st->published && js_PublishAsyncGetPendingList(&pending, st->js) == NATS_OK) {
             natsMsgList_Destroy(&pending); /* never acked: delivered again after restart */
         }
         jsCtx_Destroy(st->js);
