@@ -1088,8 +1088,24 @@ class Pgcdc(_Proc):
         self._record()
         return self
 
+    def handles_sigterm(self):
+        """Whether the process has installed its SIGTERM handler yet (/proc SigCgt)."""
+        try:
+            with open(f"/proc/{self.pid}/status") as f:
+                for line in f:
+                    if line.startswith("SigCgt:"):
+                        return bool(int(line.split()[1], 16) & (1 << (signal.SIGTERM - 1)))
+        except OSError:
+            pass
+        return False
+
     def terminate(self):
-        """SIGTERM: ask for a drain."""
+        """SIGTERM: ask for a drain. A process started a moment ago may not have installed
+        its handler yet (then SIGTERM would just kill it): wait for that first, 10 s at most."""
+        deadline = time.monotonic() + 10
+        while (self.popen is not None and self.popen.poll() is None
+               and not self.handles_sigterm() and time.monotonic() < deadline):
+            time.sleep(0.01)
         self.signal(signal.SIGTERM)
 
     def wait(self, timeout=30.0):
@@ -1128,12 +1144,19 @@ class Pgcdc(_Proc):
             return ev if len(ev) >= n else None
         return wait_until(enough, timeout, 0.1, f"{n} events in {p}")
 
-    def wait_log(self, pattern, timeout=30.0):
-        """Wait until a line of the log matches the regex; returns the match."""
+    def wait_log(self, pattern, timeout=30.0, any_run=False):
+        """Wait until a line of the log matches the regex; returns the match. Only lines of
+        the current run (after the last start marker) count, unless any_run."""
         rx = re.compile(pattern)
 
         def found():
-            for line in tail(self.log_path, 2000).splitlines():
+            lines = tail(self.log_path, 2000).splitlines()
+            if not any_run:
+                for i in range(len(lines) - 1, -1, -1):
+                    if lines[i].startswith("=== harness: start #"):
+                        lines = lines[i + 1:]
+                        break
+            for line in lines:
                 m = rx.search(line)
                 if m:
                     return m
