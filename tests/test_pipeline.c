@@ -5,6 +5,7 @@
  */
 #include <criterion/criterion.h>
 #include <criterion/new/assert.h>
+#include <poll.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <string.h>
@@ -353,6 +354,41 @@ Test(pipeline, aborted_transaction_does_not_block_later_ones)
     wait_batches(0, 1);
     cr_assert(eq(sz, sinks[0]->batches[0].count, 2));
     ack(0, 0, 0, 2, PGCDC_ACK_OK);
+    cr_assert(eq(u64, advance_to(p, 0x110), 0x110));
+    pgcdc_pipeline_free(p);
+}
+
+static int wake_readable(struct pgcdc_pipeline *p)
+{
+    struct pollfd pfd = {.fd = pgcdc_pipeline_wake_fd(p), .events = POLLIN};
+    return poll(&pfd, 1, 0) == 1 && (pfd.revents & POLLIN);
+}
+
+Test(pipeline, releases_wake_the_source_only_when_armed)
+{
+    struct pgcdc_pipeline *p = mk(1, 1 << 16, 1);
+    pgcdc_pipeline_begin_txn(p, 0x100);
+    push(p, "a/1");
+    push(p, "a/2");
+    push(p, "a/3");
+    pgcdc_pipeline_commit_txn(p, 0x110);
+    pgcdc_pipeline_publish(p);
+    wait_batches(0, 3);
+    /* Not armed (busy stream, or waiting for room on a timer): a release writes nothing. */
+    pgcdc_pipeline_arm_wake(p, 0);
+    ack(0, 0, 0, 1, PGCDC_ACK_OK);
+    usleep(20000);
+    cr_assert(eq(int, wake_readable(p), 0));
+    /* Armed: the next release wakes the source once, then the arm is spent. */
+    pgcdc_pipeline_arm_wake(p, 1);
+    cr_assert(eq(int, wake_readable(p), 0));
+    ack(0, 1, 0, 1, PGCDC_ACK_OK);
+    cr_assert(eq(int, wake_readable(p), 1));
+    pgcdc_pipeline_arm_wake(p, 0); /* consumes the wake-up */
+    cr_assert(eq(int, wake_readable(p), 0));
+    ack(0, 2, 0, 1, PGCDC_ACK_OK);
+    cr_assert(eq(int, wake_readable(p), 0));
+    /* Everything was released all the same. */
     cr_assert(eq(u64, advance_to(p, 0x110), 0x110));
     pgcdc_pipeline_free(p);
 }

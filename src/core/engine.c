@@ -706,8 +706,12 @@ static int stream(struct engine *e, struct pgcdc_err *err)
                       (long long)e->cfg->pipeline.shutdown_timeout_ms);
         }
         /* Release what the sinks acked before reading, so pending events find room. The
-         * wake-up is cleared first: an ack landing after update_flush wakes the poll below. */
-        pgcdc_pipeline_clear_wake(e->pipe);
+         * wake-up is armed first: an ack landing after update_flush wakes the poll below.
+         * Not while the stream is busy or the pipeline full: then the poll below runs on a
+         * BUSY_POLL_MS timer anyway, and a wake-up per ack would cost a syscall per event
+         * and break up the socket's low-water-mark batching (DESIGN §11). */
+        int blocked = e->npend > 0 || e->pend_commit;
+        pgcdc_pipeline_arm_wake(e->pipe, draining || !(e->lowat_busy > 0 || blocked));
         update_flush(e);
         /* Read while allowed: not when full, and when draining only to the end of an open
          * transaction (so a restart sees no duplicates). */
@@ -762,7 +766,7 @@ static int stream(struct engine *e, struct pgcdc_err *err)
             }
         }
         int timeout = next_status < 0 ? 0 : (int)next_status;
-        if (e->lowat_busy && timeout > BUSY_POLL_MS) {
+        if ((e->lowat_busy > 0 || !can_read) && timeout > BUSY_POLL_MS) {
             timeout = BUSY_POLL_MS;
         }
         if (draining && timeout > 100) {

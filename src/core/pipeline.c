@@ -135,6 +135,7 @@ struct pgcdc_pipeline {
     size_t nlanes;
 
     int wake_fd;
+    atomic_int wake_armed; /* the source wants an eventfd write for the next release */
     pthread_mutex_t fail_mu;
     int fail_rc;
     char fail_msg[256];
@@ -163,6 +164,23 @@ static int ts_before(const struct timespec *a, const struct timespec *b)
 
 static void wake_source(struct pgcdc_pipeline *p)
 {
+    uint64_t one = 1;
+    ssize_t n = write(p->wake_fd, &one, sizeof one);
+    (void)n; /* EAGAIN: the counter is already non-zero, the source will wake */
+}
+
+/*
+ * Wake the source for released events only if it asked (pgcdc_pipeline_arm_wake): while it
+ * reads a busy stream or waits for room it polls on a short timer anyway, and a wake-up per
+ * ack would cost a write(2) per event and break up the socket's low-water-mark batching.
+ * The release itself (an atomic decrement) is sequenced before this load, and the source's
+ * arm before its own re-check, so one side always sees the other.
+ */
+static void wake_source_released(struct pgcdc_pipeline *p)
+{
+    if (atomic_load(&p->wake_armed) == 0 || atomic_exchange(&p->wake_armed, 0) == 0) {
+        return;
+    }
     uint64_t one = 1;
     ssize_t n = write(p->wake_fd, &one, sizeof one);
     (void)n; /* EAGAIN: the counter is already non-zero, the source will wake */
@@ -609,14 +627,20 @@ static void host_ack(struct pgcdc_sink *s, uint64_t batch_id, size_t first, size
     else if (released > 0) {
         s->retry_attempt = 0;
     }
+    /* The lane waits for a free batch slot or a retry to collect; no other ack concerns it
+     * (signalling on every ack woke an idle lane thread once per event). */
+    int wake_lane = retried > 0;
     if (b->outstanding == 0) {
         b->active = 0;
         s->inflight_batches--;
+        wake_lane = 1;
     }
-    pthread_cond_signal(&s->cond);
+    if (wake_lane) {
+        pthread_cond_signal(&s->cond);
+    }
     pthread_mutex_unlock(&s->mu);
     if (released > 0) {
-        wake_source(p);
+        wake_source_released(p);
     }
 }
 
@@ -721,8 +745,9 @@ int pgcdc_pipeline_wake_fd(const struct pgcdc_pipeline *p)
     return p->wake_fd;
 }
 
-void pgcdc_pipeline_clear_wake(struct pgcdc_pipeline *p)
+void pgcdc_pipeline_arm_wake(struct pgcdc_pipeline *p, int want_releases)
 {
+    atomic_store(&p->wake_armed, want_releases ? 1 : 0);
     uint64_t v;
     ssize_t n = read(p->wake_fd, &v, sizeof v);
     (void)n;

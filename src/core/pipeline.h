@@ -53,10 +53,17 @@ int pgcdc_pipeline_check(struct pgcdc_pipeline *p, pgcdc_report_fn report, void 
 /* Start the lane threads (each calls its plugin's start, retried with backoff). */
 int pgcdc_pipeline_start(struct pgcdc_pipeline *p, struct pgcdc_err *err);
 
-/* A file descriptor that becomes readable when acks arrive or a lane fails (poll it). */
+/*
+ * A file descriptor that becomes readable when a lane fails, and when acks release events
+ * if the source armed it for that (poll it).
+ */
 int pgcdc_pipeline_wake_fd(const struct pgcdc_pipeline *p);
-/* Consume pending wake-ups. */
-void pgcdc_pipeline_clear_wake(struct pgcdc_pipeline *p);
+/*
+ * Consume pending wake-ups and say whether the next release should wake the fd (one write,
+ * then disarmed until the next call). Arm it, then re-check with advance, then poll: a
+ * release that lands in between is seen by one or the other.
+ */
+void pgcdc_pipeline_arm_wake(struct pgcdc_pipeline *p, int want_releases);
 
 /* Open a transaction whose events will have this commit LSN. EAGAIN when the transaction ring
  * is full (backpressure). */
