@@ -84,9 +84,13 @@ static const struct pgcdc_sink_plugin rec_plugin = {
     .destroy = rec_destroy,
 };
 
+static const char *mk_state_dir; /* pipeline state_dir for the next mk() */
+static const char *mk_on_poison; /* sinks' on_poison for the next mk() */
+
 static struct pgcdc_pipeline *mk(int nsink, size_t buffer_bytes, int64_t batch_events)
 {
-    struct pgcdc_pipeline_opts o = {.buffer_bytes = buffer_bytes, .max_events = 64};
+    struct pgcdc_pipeline_opts o = {
+        .buffer_bytes = buffer_bytes, .max_events = 64, .state_dir = mk_state_dir};
     struct pgcdc_pipeline *p = NULL;
     struct pgcdc_err err = {0};
     cr_assert(eq(int, pgcdc_pipeline_new(&o, &p, &err), 0), "%s", err.msg);
@@ -99,7 +103,8 @@ static struct pgcdc_pipeline *mk(int nsink, size_t buffer_bytes, int64_t batch_e
                                        .linger_ms = 0,
                                        .max_inflight_batches = 4,
                                        .retry_min_ms = 5,
-                                       .retry_max_ms = 20};
+                                       .retry_max_ms = 20,
+                                       .on_poison = mk_on_poison};
         cr_assert(eq(int, pgcdc_pipeline_add_sink(p, &rec_plugin, NULL, &sc, &err), 0), "%s",
                   err.msg);
     }
@@ -323,6 +328,50 @@ Test(pipeline, dropped_event_fails_without_passing_the_checkpoint)
     cr_assert(not(eq(ptr, strstr(err.msg, "a/1"), NULL)), "%s", err.msg);
     cr_assert(eq(u64, pgcdc_pipeline_advance(p), 0));
     pgcdc_pipeline_free(p);
+}
+
+Test(pipeline, dropped_event_goes_to_the_dead_letter_store_and_is_released)
+{
+    char dir[] = "/tmp/pgcdc-ut-dlq-XXXXXX";
+    cr_assert(not(eq(ptr, mkdtemp(dir), NULL)));
+    mk_state_dir = dir;
+    mk_on_poison = "dlq";
+    struct pgcdc_pipeline *p = mk(1, 1 << 16, 64);
+    mk_state_dir = mk_on_poison = NULL;
+    pgcdc_pipeline_begin_txn(p, 0x100);
+    push(p, "a/1");
+    push(p, "a/2");
+    pgcdc_pipeline_commit_txn(p, 0x110);
+    pgcdc_pipeline_publish(p);
+    wait_batches(0, 1);
+    pgcdc_host_api_v1.ack(sinks[0]->handle, sinks[0]->batches[0].id, 0, 1, PGCDC_ACK_DROP,
+                          "mapper_parsing_exception: \"bad\" value");
+    ack(0, 0, 1, 1, PGCDC_ACK_OK);
+    /* Not a failure: the event is kept and released, and the checkpoint moves past it. */
+    cr_assert(eq(u64, advance_to(p, 0x110), 0x110));
+    cr_assert(eq(int, pgcdc_pipeline_failed(p, NULL), 0));
+    pgcdc_pipeline_free(p);
+
+    char path[256], line[4096];
+    snprintf(path, sizeof path, "%s/dlq/rec.jsonl", dir);
+    FILE *f = fopen(path, "r");
+    cr_assert(not(eq(ptr, f, NULL)), "%s", path);
+    cr_assert(not(eq(ptr, fgets(line, sizeof line, f), NULL)));
+    cr_assert(eq(ptr, fgets(line + strlen(line), 16, f), NULL), "one record only");
+    fclose(f);
+    cr_assert(not(eq(ptr, strstr(line, "\"sink\":\"rec\""), NULL)), "%s", line);
+    cr_assert(not(eq(ptr, strstr(line, "\"id\":\"a/1\""), NULL)), "%s", line);
+    cr_assert(not(eq(ptr, strstr(line, "\"attempts\":1"), NULL)), "%s", line);
+    cr_assert(
+        not(eq(ptr, strstr(line, "\"reason\":\"mapper_parsing_exception: \\\"bad\\\" value\""),
+               NULL)),
+        "%s", line);
+    cr_assert(not(eq(ptr, strstr(line, "\"event\":{\"v\":1}"), NULL)), "%s", line);
+    cr_assert(not(eq(ptr, strstr(line, "\"payload\":\"gaF2AQ==\"}"), NULL)), "%s", line);
+    unlink(path);
+    snprintf(path, sizeof path, "%s/dlq", dir);
+    rmdir(path);
+    rmdir(dir);
 }
 
 Test(pipeline, empty_transactions_advance_in_order)

@@ -132,6 +132,15 @@ struct pgcdc_host_api {
      */
     const char *(*source_name)(struct pgcdc_sink *s);
 
+    /* ---- abi_minor >= 2 ---- */
+
+    /*
+     * The source's libpq connection string (config source.dsn, as written: it may hold a
+     * password, so never log it), for sinks that read rows back from Postgres with a normal
+     * (non-replication) connection. NULL when pgcdc has none. Valid from init() on.
+     */
+    const char *(*source_conninfo)(struct pgcdc_sink *s);
+
     /* Append here only. */
 };
 

@@ -1487,6 +1487,9 @@ static const struct pgcdc_config_key sink_keys[] = {
         "first retry delay"),
     KEY(PGCDC_CFG_DURATION, "retry_max", "30s", 0, struct pgcdc_sink_config, retry_max_ms,
         "retry delay cap"),
+    KEY(PGCDC_CFG_STR, "on_poison", "fail", 0, struct pgcdc_sink_config, on_poison,
+        "an event the sink rejects for good: fail (stop, exit 65, checkpoint held before it) "
+        "or dlq (append it to checkpoint.path/dlq/NAME.jsonl and go on)"),
     {PGCDC_CFG_END, NULL, NULL, 0, 0, NULL},
 };
 
@@ -1577,6 +1580,7 @@ const char *const pgcdc_sink_common_keys[] = {
     "max_inflight_batches",
     "retry_min",
     "retry_max",
+    "on_poison",
     NULL,
 };
 
@@ -1771,6 +1775,11 @@ static int check_sinks(struct pgcdc_config *cfg, struct pgcdc_err *err)
         if (s->retry_min_ms > s->retry_max_ms) {
             return cfg_error(err, file, line_of(m, "retry_min"),
                              "sinks[%zu] (%s).retry_min: larger than retry_max", i, s->name);
+        }
+        static const char *const poison[] = {"fail", "dlq", NULL};
+        if (!one_of(s->on_poison, poison)) {
+            return cfg_error(err, file, line_of(m, "on_poison"),
+                             "sinks[%zu] (%s).on_poison: expected 'fail' or 'dlq'", i, s->name);
         }
     }
     return 0;

@@ -73,6 +73,7 @@ struct pgcdc_sink_config {
     int64_t max_inflight_batches;      /* default 8 */
     int64_t retry_min_ms;              /* default 100ms */
     int64_t retry_max_ms;              /* default 30s */
+    const char *on_poison;             /* "fail" (default) or "dlq" */
     const struct pgcdc_cfg_node *node; /* the whole mapping, for the plugin's own keys */
     int line;
 };

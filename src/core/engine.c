@@ -1112,7 +1112,8 @@ int pgcdc_engine_run(struct pgcdc_config *cfg, int mode)
         cfg->nsinks = 1;
     }
     struct pgcdc_pipeline_opts po = {.buffer_bytes = (size_t)cfg->pipeline.buffer_bytes,
-                                     .max_events = (size_t)cfg->pipeline.max_events};
+                                     .max_events = (size_t)cfg->pipeline.max_events,
+                                     .state_dir = cfg->checkpoint.path};
     e.msg = malloc(sizeof *e.msg);
     e.pend = calloc(MAX_PENDING, sizeof *e.pend);
     e.rc = pgcdc_relcache_new();
@@ -1124,6 +1125,7 @@ int pgcdc_engine_run(struct pgcdc_config *cfg, int mode)
         pgcdc_log(PGCDC_LOG_ERROR, "engine", "%s", err.msg);
         goto out;
     }
+    pgcdc_pipeline_set_conninfo(e.pipe, cfg->source.dsn);
     int arc = add_sinks(&e, &err);
     if (arc != 0) {
         pgcdc_log(PGCDC_LOG_ERROR, "engine", "%s", err.msg);
@@ -1328,7 +1330,8 @@ static void check_cache_templates(PGconn *conn, struct pgcdc_config *cfg, struct
 static void check_sinks(struct pgcdc_config *cfg, const char *source, struct report *r)
 {
     printf("sinks\n");
-    struct pgcdc_pipeline_opts po = {.buffer_bytes = 1 << 16, .max_events = 16};
+    struct pgcdc_pipeline_opts po = {
+        .buffer_bytes = 1 << 16, .max_events = 16, .state_dir = cfg->checkpoint.path};
     struct pgcdc_pipeline *p = NULL;
     struct pgcdc_err err = {0};
     if (pgcdc_pipeline_new(&po, &p, &err) != 0) {
@@ -1336,6 +1339,7 @@ static void check_sinks(struct pgcdc_config *cfg, const char *source, struct rep
         return;
     }
     pgcdc_pipeline_set_source(p, source);
+    pgcdc_pipeline_set_conninfo(p, cfg->source.dsn);
     size_t n = cfg->nsinks;
     void **blocks = calloc(n ? n : 1, sizeof(void *));
     void **handles = calloc(n ? n : 1, sizeof(void *));

@@ -40,6 +40,7 @@
 #include <unistd.h>
 
 #include "codec/encode.h"
+#include "core/dlq.h"
 #include "core/err.h"
 #include "core/log.h"
 
@@ -96,9 +97,11 @@ struct pgcdc_sink {
     int stopped;  /* plugin stop() called: acks are refused */
     int initialized;
 
-    uint64_t cursor;   /* next seq to hand out for the first time */
-    uint8_t *state_of; /* enum ev_state per slot index */
-    uint64_t *retry;   /* seqs to redeliver, a ring */
+    uint64_t cursor;       /* next seq to hand out for the first time */
+    uint8_t *state_of;     /* enum ev_state per slot index */
+    uint8_t *tries;        /* deliveries of the event in each slot to this lane (saturating) */
+    struct pgcdc_dlq *dlq; /* on_poison: dlq; NULL for fail */
+    uint64_t *retry;       /* seqs to redeliver, a ring */
     size_t retry_head, retry_len;
     unsigned retry_attempt;
     struct timespec retry_at; /* earliest redelivery time */
@@ -142,6 +145,8 @@ struct pgcdc_pipeline {
     atomic_int draining;
     int stopped;
     char source[64];
+    char conninfo[4096];
+    char state_dir[4096];
 };
 
 /* ---- helpers ---- */
@@ -242,6 +247,9 @@ int pgcdc_pipeline_new(const struct pgcdc_pipeline_opts *opts, struct pgcdc_pipe
     p->nslots = round_pow2(opts->max_events);
     p->mask = p->nslots - 1;
     p->arena_size = opts->buffer_bytes;
+    if (opts->state_dir != NULL) {
+        snprintf(p->state_dir, sizeof p->state_dir, "%s", opts->state_dir);
+    }
     p->ntxns_cap = p->nslots; /* a txn without events still takes a ring entry */
     p->slots = calloc(p->nslots, sizeof *p->slots);
     p->arena = malloc(p->arena_size);
@@ -292,10 +300,17 @@ int pgcdc_pipeline_add_sink(struct pgcdc_pipeline *p, const struct pgcdc_sink_pl
     p->lanes[p->nlanes++] = s; /* owned by the pipeline from here on, even if init fails */
 
     s->state_of = calloc(p->nslots, 1);
+    s->tries = calloc(p->nslots, 1);
     s->retry = calloc(p->nslots, sizeof *s->retry);
     s->batches = calloc((size_t)s->max_inflight, sizeof *s->batches);
-    if (s->state_of == NULL || s->retry == NULL || s->batches == NULL) {
+    if (s->state_of == NULL || s->tries == NULL || s->retry == NULL || s->batches == NULL) {
         return pgcdc_err_set(err, PGCDC_ENOMEM, "out of memory");
+    }
+    if (sc->on_poison != NULL && strcmp(sc->on_poison, "dlq") == 0) {
+        int rc = pgcdc_dlq_open(p->state_dir[0] ? p->state_dir : ".", s->name, &s->dlq, err);
+        if (rc != 0) {
+            return rc;
+        }
     }
     for (int64_t i = 0; i < s->max_inflight; i++) {
         s->batches[i].seqs = calloc((size_t)s->batch_events, sizeof(uint64_t));
@@ -391,6 +406,7 @@ static uint32_t collect(struct pgcdc_sink *s, struct batch *b, int *waiting_retr
         }
         b->seqs[n] = s->cursor;
         b->evs[n] = &sl->ev;
+        s->tries[s->cursor & p->mask] = 0;
         bytes += sl->ev.payload_len;
         n++;
         s->cursor++;
@@ -503,6 +519,8 @@ static void *lane_main(void *arg)
         s->inflight_batches++;
         for (uint32_t i = 0; i < n; i++) {
             s->state_of[b->seqs[i] & p->mask] = EV_INFLIGHT;
+            uint8_t *t = &s->tries[b->seqs[i] & p->mask];
+            *t = *t < UINT8_MAX ? *t + 1 : UINT8_MAX;
         }
         struct pgcdc_batch view = {.id = b->id, .count = n, .events = b->evs};
         pthread_mutex_unlock(&s->mu);
@@ -562,11 +580,13 @@ static void host_log(struct pgcdc_sink *s, int level, const char *fmt, ...)
     va_end(ap);
 }
 
+static void host_count(struct pgcdc_sink *s, const char *name, uint64_t delta);
+
 static void host_ack(struct pgcdc_sink *s, uint64_t batch_id, size_t first, size_t n,
                      enum pgcdc_ack status, const char *reason)
 {
     struct pgcdc_pipeline *p = s->p;
-    int released = 0, retried = 0;
+    int released = 0, retried = 0, dead = 0;
     pthread_mutex_lock(&s->mu);
     struct batch *b = &s->batches[batch_id % (uint64_t)s->max_inflight];
     if (s->stopped || !b->active || b->id != batch_id || first > b->count || n > b->count - first) {
@@ -597,13 +617,29 @@ static void host_ack(struct pgcdc_sink *s, uint64_t batch_id, size_t first, size
             retry_push(s, seq);
             retried++;
             break;
-        case PGCDC_ACK_DROP:
-            /* on_poison: fail (the only policy until dead letters exist): stop without
-             * releasing this event, so the checkpoint never passes it. */
+        case PGCDC_ACK_DROP: {
+            /* on_poison: dlq keeps the event durably, then releases it like an OK; fail (or
+             * a dead letter that cannot be written) stops without releasing it, so the
+             * checkpoint never passes it. The store's fsync runs under the lane lock: drops
+             * are rare, and the ack must not return before the event is safe. */
             *st = EV_DONE;
+            struct pgcdc_err derr = {0};
+            if (s->dlq != NULL && pgcdc_dlq_append(s->dlq, &sl->ev, s->tries[seq & p->mask],
+                                                   reason ? reason : "dropped", &derr) == 0) {
+                atomic_fetch_sub(&sl->remaining, 1);
+                released++;
+                dead++;
+                break;
+            }
+            if (s->dlq != NULL) {
+                set_failed(p, PGCDC_EPOISON, "sink %s cannot deliver event %s (%s) and %s", s->name,
+                           sl->ev.id, reason ? reason : "dropped", derr.msg);
+                break;
+            }
             set_failed(p, PGCDC_EPOISON, "sink %s cannot deliver event %s: %s", s->name, sl->ev.id,
                        reason ? reason : "dropped");
             break;
+        }
         default:
             *st = EV_DONE;
             set_failed(p, PGCDC_EIO, "sink %s failed: %s", s->name, reason ? reason : "fatal");
@@ -639,6 +675,11 @@ static void host_ack(struct pgcdc_sink *s, uint64_t batch_id, size_t first, size
         pthread_cond_signal(&s->cond);
     }
     pthread_mutex_unlock(&s->mu);
+    if (dead > 0) {
+        pgcdc_log(PGCDC_LOG_WARN, s->component, "%d event(s) dead-lettered to %s: %s", dead,
+                  pgcdc_dlq_path(s->dlq), reason ? reason : "dropped");
+        host_count(s, "dead_lettered", (uint64_t)dead);
+    }
     if (released > 0) {
         wake_source_released(p);
     }
@@ -662,6 +703,11 @@ static size_t host_event_json(const struct pgcdc_event *ev, char *dst, size_t ca
 static const char *host_source_name(struct pgcdc_sink *s)
 {
     return s->p->source;
+}
+
+static const char *host_source_conninfo(struct pgcdc_sink *s)
+{
+    return s->p->conninfo[0] ? s->p->conninfo : NULL;
 }
 
 static void host_count(struct pgcdc_sink *s, const char *name, uint64_t delta)
@@ -703,11 +749,17 @@ const struct pgcdc_host_api pgcdc_host_api_v1 = {
     .event_json = host_event_json,
     .count = host_count,
     .source_name = host_source_name,
+    .source_conninfo = host_source_conninfo,
 };
 
 void pgcdc_pipeline_set_source(struct pgcdc_pipeline *p, const char *source)
 {
     snprintf(p->source, sizeof p->source, "%s", source);
+}
+
+void pgcdc_pipeline_set_conninfo(struct pgcdc_pipeline *p, const char *conninfo)
+{
+    snprintf(p->conninfo, sizeof p->conninfo, "%s", conninfo ? conninfo : "");
 }
 
 /* The plugin's check callback, if its ABI minor and descriptor size say it has one. */
@@ -985,6 +1037,8 @@ void pgcdc_pipeline_free(struct pgcdc_pipeline *p)
         }
         free(s->batches);
         free(s->state_of);
+        free(s->tries);
+        pgcdc_dlq_close(s->dlq);
         free(s->retry);
         pthread_mutex_destroy(&s->mu);
         pthread_cond_destroy(&s->cond);

@@ -27,8 +27,9 @@
 struct pgcdc_pipeline;
 
 struct pgcdc_pipeline_opts {
-    size_t buffer_bytes; /* payload bytes held in memory */
-    size_t max_events;   /* events held in memory (rounded up to a power of two) */
+    size_t buffer_bytes;   /* payload bytes held in memory */
+    size_t max_events;     /* events held in memory (rounded up to a power of two) */
+    const char *state_dir; /* checkpoint.path: dead-letter stores go under <state_dir>/dlq */
 };
 
 int pgcdc_pipeline_new(const struct pgcdc_pipeline_opts *opts, struct pgcdc_pipeline **out,
@@ -45,6 +46,8 @@ int pgcdc_pipeline_add_sink(struct pgcdc_pipeline *p, const struct pgcdc_sink_pl
 
 /* The source name sinks see through host->source_name (copied; set before start). */
 void pgcdc_pipeline_set_source(struct pgcdc_pipeline *p, const char *source);
+/* The source's libpq conninfo sinks see through host->source_conninfo (copied). */
+void pgcdc_pipeline_set_conninfo(struct pgcdc_pipeline *p, const char *conninfo);
 
 /* Run every sink's optional check callback (ABI >= 1.1); sinks without one report that they
  * have nothing to check. Returns the number of sinks whose check could not run. */

@@ -1,0 +1,241 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/* dlq.c - the dead-letter store (see dlq.h). */
+#include "core/dlq.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <jansson.h>
+#include <openssl/evp.h>
+
+#include "codec/encode.h"
+#include "core/err.h"
+
+struct pgcdc_dlq {
+    pthread_mutex_t mu;
+    int fd;
+    char path[4096];
+    char sink[64];
+    char *buf; /* one record, reused */
+    size_t cap;
+    unsigned long long appended;
+};
+
+/* Cut a record a crash left without its newline (it was never fsynced as a whole). */
+static int drop_torn_record(int fd)
+{
+    struct stat sb;
+    if (fstat(fd, &sb) != 0) {
+        return -1;
+    }
+    off_t pos = sb.st_size;
+    char block[4096];
+    while (pos > 0) {
+        size_t n = pos < (off_t)sizeof block ? (size_t)pos : sizeof block;
+        if (pread(fd, block, n, pos - (off_t)n) != (ssize_t)n) {
+            return -1;
+        }
+        size_t i = n;
+        while (i > 0 && block[i - 1] != '\n') {
+            i--;
+        }
+        pos -= (off_t)(n - i);
+        if (i > 0) {
+            break;
+        }
+    }
+    return pos == sb.st_size ? 0 : ftruncate(fd, pos);
+}
+
+int pgcdc_dlq_open(const char *dir, const char *sink, struct pgcdc_dlq **out, struct pgcdc_err *err)
+{
+    char sub[4096];
+    if (snprintf(sub, sizeof sub, "%s/dlq", dir) >= (int)sizeof sub) {
+        return pgcdc_err_set(err, PGCDC_ECONFIG, "checkpoint.path is too long");
+    }
+    if ((mkdir(dir, 0700) != 0 && errno != EEXIST) || (mkdir(sub, 0700) != 0 && errno != EEXIST)) {
+        return pgcdc_err_set(err, PGCDC_EIO, "cannot create %s: %s", sub, strerror(errno));
+    }
+    struct pgcdc_dlq *d = calloc(1, sizeof *d);
+    if (d == NULL) {
+        return pgcdc_err_set(err, PGCDC_ENOMEM, "out of memory");
+    }
+    if (snprintf(d->path, sizeof d->path, "%.3900s/%.60s.jsonl", sub, sink) >=
+        (int)sizeof d->path) {
+        free(d);
+        return pgcdc_err_set(err, PGCDC_ECONFIG, "checkpoint.path is too long");
+    }
+    snprintf(d->sink, sizeof d->sink, "%s", sink);
+    d->fd = open(d->path, O_RDWR | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
+    if (d->fd < 0 || drop_torn_record(d->fd) != 0) {
+        int rc =
+            pgcdc_err_set(err, PGCDC_EIO, "dead-letter store %s: %s", d->path, strerror(errno));
+        if (d->fd >= 0) {
+            close(d->fd);
+        }
+        free(d);
+        return rc;
+    }
+    pthread_mutex_init(&d->mu, NULL);
+    *out = d;
+    return 0;
+}
+
+static int reserve(struct pgcdc_dlq *d, size_t len, size_t extra)
+{
+    if (d->cap - len >= extra) {
+        return 0;
+    }
+    size_t cap = d->cap ? d->cap : 4096;
+    while (cap - len < extra) {
+        cap *= 2;
+    }
+    char *p = realloc(d->buf, cap);
+    if (p == NULL) {
+        return -1;
+    }
+    d->buf = p;
+    d->cap = cap;
+    return 0;
+}
+
+/* Append s as a JSON string (jansson does the escaping). */
+static int put_str(struct pgcdc_dlq *d, size_t *len, const char *s)
+{
+    json_t *j = json_string(s ? s : "");
+    if (j == NULL) {
+        j = json_string("(reason not valid UTF-8)");
+    }
+    size_t need = json_dumpb(j, NULL, 0, JSON_ENCODE_ANY);
+    int rc = need == 0 || reserve(d, *len, need + 1) != 0 ? -1 : 0;
+    if (rc == 0) {
+        *len += json_dumpb(j, d->buf + *len, need, JSON_ENCODE_ANY);
+    }
+    json_decref(j);
+    return rc;
+}
+
+static int put_raw(struct pgcdc_dlq *d, size_t *len, const char *s, size_t n)
+{
+    if (reserve(d, *len, n + 1) != 0) {
+        return -1;
+    }
+    memcpy(d->buf + *len, s, n);
+    *len += n;
+    return 0;
+}
+
+static int render(struct pgcdc_dlq *d, const char *sink, const struct pgcdc_event *ev,
+                  unsigned attempts, const char *reason, size_t *out)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    struct tm tm;
+    gmtime_r(&ts.tv_sec, &tm);
+    char head[160];
+    int hn = snprintf(
+        head, sizeof head,
+        "{\"v\":1,\"ts\":\"%04d-%02d-%02dT%02d:%02d:%02d.%03ldZ\",\"sink\":", tm.tm_year + 1900,
+        tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, ts.tv_nsec / 1000000);
+    char op[2] = {ev->op, '\0'};
+    char num[32];
+    snprintf(num, sizeof num, ",\"attempts\":%u,\"reason\":", attempts);
+    size_t len = 0;
+    if (put_raw(d, &len, head, (size_t)hn) != 0 || put_str(d, &len, sink) != 0 ||
+        put_raw(d, &len, ",\"id\":", 6) != 0 || put_str(d, &len, ev->id) != 0 ||
+        put_raw(d, &len, ",\"schema\":", 10) != 0 || put_str(d, &len, ev->schema) != 0 ||
+        put_raw(d, &len, ",\"table\":", 9) != 0 || put_str(d, &len, ev->table) != 0 ||
+        put_raw(d, &len, ",\"op\":", 6) != 0 || put_str(d, &len, op) != 0 ||
+        put_raw(d, &len, num, strlen(num)) != 0 || put_str(d, &len, reason) != 0 ||
+        put_raw(d, &len, ",\"event\":", 9) != 0) {
+        return -1;
+    }
+    size_t need = pgcdc_event_to_json(ev->payload, ev->payload_len, NULL, 0);
+    if (reserve(d, len, need + 1) != 0) {
+        return -1;
+    }
+    pgcdc_event_to_json(ev->payload, ev->payload_len, d->buf + len, need + 1);
+    len += need;
+    /* base64: 4 bytes per 3, plus EVP_EncodeBlock's NUL. */
+    size_t b64 = 4 * ((ev->payload_len + 2) / 3);
+    if (put_raw(d, &len, ",\"payload\":\"", 12) != 0 || reserve(d, len, b64 + 4) != 0) {
+        return -1;
+    }
+    len +=
+        (size_t)EVP_EncodeBlock((unsigned char *)d->buf + len, ev->payload, (int)ev->payload_len);
+    if (put_raw(d, &len, "\"}\n", 3) != 0) {
+        return -1;
+    }
+    *out = len;
+    return 0;
+}
+
+int pgcdc_dlq_append(struct pgcdc_dlq *d, const struct pgcdc_event *ev, unsigned attempts,
+                     const char *reason, struct pgcdc_err *err)
+{
+    pthread_mutex_lock(&d->mu);
+    size_t len = 0;
+    if (render(d, d->sink, ev, attempts, reason, &len) != 0) {
+        pthread_mutex_unlock(&d->mu);
+        return pgcdc_err_set(err, PGCDC_ENOMEM, "out of memory writing a dead letter");
+    }
+    struct stat sb;
+    off_t before = fstat(d->fd, &sb) == 0 ? sb.st_size : -1;
+    const char *p = d->buf;
+    size_t left = len;
+    while (left > 0) {
+        ssize_t w = write(d->fd, p, left);
+        if (w < 0 && errno == EINTR) {
+            continue;
+        }
+        if (w <= 0) {
+            int e = w < 0 ? errno : ENOSPC;
+            if (before >= 0 && ftruncate(d->fd, before) != 0) {
+                /* the next open cuts the torn record */
+            }
+            pthread_mutex_unlock(&d->mu);
+            return pgcdc_err_set(err, PGCDC_EIO, "writing %s: %s", d->path, strerror(e));
+        }
+        p += w;
+        left -= (size_t)w;
+    }
+    if (fsync(d->fd) != 0) {
+        int e = errno;
+        pthread_mutex_unlock(&d->mu);
+        return pgcdc_err_set(err, PGCDC_EIO, "fsync %s: %s", d->path, strerror(e));
+    }
+    d->appended++;
+    pthread_mutex_unlock(&d->mu);
+    return 0;
+}
+
+unsigned long long pgcdc_dlq_appended(struct pgcdc_dlq *d)
+{
+    pthread_mutex_lock(&d->mu);
+    unsigned long long n = d->appended;
+    pthread_mutex_unlock(&d->mu);
+    return n;
+}
+
+const char *pgcdc_dlq_path(const struct pgcdc_dlq *d)
+{
+    return d->path;
+}
+
+void pgcdc_dlq_close(struct pgcdc_dlq *d)
+{
+    if (d == NULL) {
+        return;
+    }
+    close(d->fd);
+    free(d->buf);
+    pthread_mutex_destroy(&d->mu);
+    free(d);
+}

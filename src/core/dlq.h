@@ -1,0 +1,44 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * dlq.h - the dead-letter store: events a sink acked DROP, kept durably so that nothing is
+ * silently lost (DESIGN §2 rule 3) while the checkpoint moves past them.
+ *
+ * One append-only file per sink, <checkpoint.path>/dlq/<sink>.jsonl, one JSON object per line:
+ *
+ *   {"v":1,"ts":"2026-12-01T20:00:00.123Z","sink":"search","id":"app/…/00000003",
+ *    "schema":"public","table":"users","op":"u","attempts":1,"reason":"…",
+ *    "event":{…the event as JSON…},"payload":"<the msgpack event, base64>"}
+ *
+ * `event` is for people and jq; `payload` is the exact event, for replay. A record is written
+ * and fsynced before the event is released, so a crash after the checkpoint passed the event
+ * cannot lose it. A record that a crash cut short is the file's last line, without a newline;
+ * the next open cuts it off (its event was not released, so it is dead-lettered again).
+ *
+ * Thread: append may be called from any thread (sinks ack from their own threads).
+ */
+#ifndef PGCDC_CORE_DLQ_H
+#define PGCDC_CORE_DLQ_H
+
+#include <stddef.h>
+
+#include <pgcdc/event.h>
+#include <pgcdc/status.h>
+
+struct pgcdc_dlq;
+
+/* Open (creating <dir>/dlq/ and the file as needed) the store of sink `sink`. */
+int pgcdc_dlq_open(const char *dir, const char *sink, struct pgcdc_dlq **out,
+                   struct pgcdc_err *err);
+
+/* Append one record and fsync it. Returns 0 or PGCDC_EIO / PGCDC_ENOMEM with err set. */
+int pgcdc_dlq_append(struct pgcdc_dlq *d, const struct pgcdc_event *ev, unsigned attempts,
+                     const char *reason, struct pgcdc_err *err);
+
+/* Records appended since open (for metrics and logs). */
+unsigned long long pgcdc_dlq_appended(struct pgcdc_dlq *d);
+
+const char *pgcdc_dlq_path(const struct pgcdc_dlq *d);
+
+void pgcdc_dlq_close(struct pgcdc_dlq *d);
+
+#endif
