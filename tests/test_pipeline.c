@@ -433,7 +433,7 @@ Test(pipeline, releases_wake_the_source_only_when_armed)
     cr_assert(eq(int, wake_readable(p), 0));
     ack(0, 1, 0, 1, PGCDC_ACK_OK);
     cr_assert(eq(int, wake_readable(p), 1));
-    pgcdc_pipeline_arm_wake(p, 0); /* consumes the wake-up */
+    pgcdc_pipeline_clear_wake(p);
     cr_assert(eq(int, wake_readable(p), 0));
     ack(0, 2, 0, 1, PGCDC_ACK_OK);
     cr_assert(eq(int, wake_readable(p), 0));

@@ -705,13 +705,8 @@ static int stream(struct engine *e, struct pgcdc_err *err)
                       "(up to %lld ms)",
                       (long long)e->cfg->pipeline.shutdown_timeout_ms);
         }
-        /* Release what the sinks acked before reading, so pending events find room. The
-         * wake-up is armed first: an ack landing after update_flush wakes the poll below.
-         * Not while the stream is busy or the pipeline full: then the poll below runs on a
-         * BUSY_POLL_MS timer anyway, and a wake-up per ack would cost a syscall per event
-         * and break up the socket's low-water-mark batching (DESIGN §11). */
-        int blocked = e->npend > 0 || e->pend_commit;
-        pgcdc_pipeline_arm_wake(e->pipe, draining || !(e->lowat_busy > 0 || blocked));
+        /* Release what the sinks acked before reading, so pending events find room. */
+        pgcdc_pipeline_clear_wake(e->pipe);
         update_flush(e);
         /* Read while allowed: not when full, and when draining only to the end of an open
          * transaction (so a restart sees no duplicates). */
@@ -789,6 +784,19 @@ static int stream(struct engine *e, struct pgcdc_err *err)
                 pfd[nfd++] = (struct pollfd){.fd = PQsocket(e->conn), .events = 0};
             }
             pfd[sock].events |= POLLOUT;
+        }
+        /* Acks wake the poll only when that is worth a syscall per event: not while the
+         * stream is busy or the pipeline full, for then the poll runs on a BUSY_POLL_MS timer
+         * anyway, and a wake-up per ack would also break up the socket's low-water-mark
+         * batching (DESIGN §11). Armed, then re-checked: a release in between is not lost. */
+        int want = draining || !(e->lowat_busy > 0 || !can_read);
+        pgcdc_pipeline_arm_wake(e->pipe, want);
+        if (want) {
+            uint64_t was = e->flush_lsn;
+            update_flush(e);
+            if (e->flush_lsn != was) {
+                timeout = 0;
+            }
         }
         int n = poll(pfd, (nfds_t)nfd, timeout);
         if (n < 0 && errno != EINTR) {

@@ -797,12 +797,16 @@ int pgcdc_pipeline_wake_fd(const struct pgcdc_pipeline *p)
     return p->wake_fd;
 }
 
-void pgcdc_pipeline_arm_wake(struct pgcdc_pipeline *p, int want_releases)
+void pgcdc_pipeline_clear_wake(struct pgcdc_pipeline *p)
 {
-    atomic_store(&p->wake_armed, want_releases ? 1 : 0);
     uint64_t v;
     ssize_t n = read(p->wake_fd, &v, sizeof v);
     (void)n;
+}
+
+void pgcdc_pipeline_arm_wake(struct pgcdc_pipeline *p, int want_releases)
+{
+    atomic_store(&p->wake_armed, want_releases ? 1 : 0);
 }
 
 int pgcdc_pipeline_begin_txn(struct pgcdc_pipeline *p, uint64_t commit_lsn)

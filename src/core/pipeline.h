@@ -61,10 +61,12 @@ int pgcdc_pipeline_start(struct pgcdc_pipeline *p, struct pgcdc_err *err);
  * if the source armed it for that (poll it).
  */
 int pgcdc_pipeline_wake_fd(const struct pgcdc_pipeline *p);
+/* Consume pending wake-ups. */
+void pgcdc_pipeline_clear_wake(struct pgcdc_pipeline *p);
 /*
- * Consume pending wake-ups and say whether the next release should wake the fd (one write,
- * then disarmed until the next call). Arm it, then re-check with advance, then poll: a
- * release that lands in between is seen by one or the other.
+ * Say whether the next release should make the fd readable (one write, then disarmed until
+ * armed again). Arm it, then re-check with advance, then poll: a release that lands in
+ * between is seen by one or the other.
  */
 void pgcdc_pipeline_arm_wake(struct pgcdc_pipeline *p, int want_releases);
 
