@@ -25,17 +25,16 @@
  * Truncate: delete_by_query on the table's index (truncate: delete_by_query), or ignore.
  */
 #include <inttypes.h>
-#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include <curl/curl.h>
 #include <libpq-fe.h>
 #include <msgpack.h>
 
 #include <pgcdc/sink.h>
 
+#include "../common/http_client.h"
 #include "search_doc.h"
 
 #define REASON_CAP 512
@@ -118,10 +117,8 @@ struct search_sink {
     char base[1024]; /* url without a trailing '/' */
     int toast_fetch, toast_before_only, truncate_ignore;
 
-    CURL *curl;
-    struct curl_slist *headers;
-    struct pgcdc_sbuf body, resp;
-    char errbuf[CURL_ERROR_SIZE];
+    struct pgcdc_http *http;
+    struct pgcdc_sbuf body;
 
     msgpack_zone zone;
     msgpack_sbuffer mbuf; /* the document as msgpack, before JSON rendering */
@@ -146,14 +143,6 @@ struct search_sink {
 
     PGconn *pg; /* read-back connection (toast), opened on first use */
 };
-
-static pthread_once_t curl_once = PTHREAD_ONCE_INIT;
-static CURLcode curl_init_rc;
-
-static void curl_init(void)
-{
-    curl_init_rc = curl_global_init(CURL_GLOBAL_DEFAULT);
-}
 
 static int grow(void **p, size_t *cap, size_t want, size_t elem)
 {
@@ -202,10 +191,6 @@ static int search_init(struct pgcdc_sink *s, const struct pgcdc_host_api *host, 
         return pgcdc_err_format(err, PGCDC_ECONFIG, "index '%s' does not give a valid index name",
                                 c->index);
     }
-    pthread_once(&curl_once, curl_init);
-    if (curl_init_rc != CURLE_OK) {
-        return pgcdc_err_format(err, PGCDC_EIO, "libcurl: %s", curl_easy_strerror(curl_init_rc));
-    }
     struct search_sink *st = calloc(1, sizeof *st);
     if (st == NULL) {
         return PGCDC_ENOMEM;
@@ -225,16 +210,23 @@ static int search_init(struct pgcdc_sink *s, const struct pgcdc_host_api *host, 
     msgpack_zone_init(&st->zone, 4096);
     msgpack_sbuffer_init(&st->mbuf);
 
-    st->headers = curl_slist_append(NULL, "Content-Type: application/x-ndjson");
-    st->headers = curl_slist_append(st->headers, "Expect:"); /* no 100-continue round trip */
+    char auth[4096] = "";
     if (c->api_key != NULL) {
-        char h[4096];
-        snprintf(h, sizeof h, "Authorization: ApiKey %s", c->api_key);
-        st->headers = curl_slist_append(st->headers, h);
+        snprintf(auth, sizeof auth, "Authorization: ApiKey %s", c->api_key);
     }
-    st->curl = curl_easy_init();
-    if (st->curl == NULL || st->headers == NULL) {
-        return pgcdc_err_format(err, PGCDC_ENOMEM, "libcurl: out of memory");
+    const char *headers[] = {"Content-Type: application/x-ndjson",
+                             "Expect:", /* no 100-continue round trip */
+                             auth[0] ? auth : NULL, NULL};
+    struct pgcdc_http_opts ho = {.timeout_ms = c->timeout_ms,
+                                 .connect_timeout_ms = c->connect_timeout_ms,
+                                 .tls_verify = c->tls_verify,
+                                 .tls_ca_file = c->tls_ca_file,
+                                 .user = c->user,
+                                 .password = c->password};
+    int hrc = pgcdc_http_new(&ho, headers, &st->http);
+    memset(auth, 0, sizeof auth);
+    if (hrc != 0) {
+        return pgcdc_err_format(err, PGCDC_ENOMEM, "libcurl could not be set up");
     }
     if (!c->tls_verify) {
         host->log(s, PGCDC_LOG_WARN, "tls_verify: false: the server's certificate is not checked");
@@ -242,68 +234,13 @@ static int search_init(struct pgcdc_sink *s, const struct pgcdc_host_api *host, 
     return 0;
 }
 
-static size_t on_body(char *p, size_t size, size_t n, void *ud)
-{
-    struct search_sink *st = ud;
-    return pgcdc_sbuf_put(&st->resp, p, size * n) == 0 ? size * n : 0;
-}
-
-/*
- * One HTTP request (the handle keeps the connection alive). Returns the HTTP status, or -1
- * with reason set when there was no answer.
- */
+/* One request to base + path; the HTTP status, or -1 with reason (see http_client.h). */
 static long http(struct search_sink *st, const char *method, const char *path, const char *body,
                  size_t len, char *reason, size_t cap)
 {
-    const struct search_config *c = st->cfg;
     char url[2048];
     snprintf(url, sizeof url, "%s%s", st->base, path);
-    CURL *h = st->curl;
-    curl_easy_reset(h);
-    st->resp.len = 0;
-    st->errbuf[0] = '\0';
-    curl_easy_setopt(h, CURLOPT_URL, url);
-    curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
-    curl_easy_setopt(h, CURLOPT_TIMEOUT_MS, (long)c->timeout_ms);
-    curl_easy_setopt(h, CURLOPT_CONNECTTIMEOUT_MS, (long)c->connect_timeout_ms);
-    curl_easy_setopt(h, CURLOPT_HTTPHEADER, st->headers);
-    curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, on_body);
-    curl_easy_setopt(h, CURLOPT_WRITEDATA, st);
-    curl_easy_setopt(h, CURLOPT_ERRORBUFFER, st->errbuf);
-    curl_easy_setopt(h, CURLOPT_ACCEPT_ENCODING, "");
-    curl_easy_setopt(h, CURLOPT_SSL_VERIFYPEER, c->tls_verify ? 1L : 0L);
-    curl_easy_setopt(h, CURLOPT_SSL_VERIFYHOST, c->tls_verify ? 2L : 0L);
-    if (c->tls_ca_file != NULL) {
-        curl_easy_setopt(h, CURLOPT_CAINFO, c->tls_ca_file);
-    }
-    if (c->user != NULL) {
-        curl_easy_setopt(h, CURLOPT_HTTPAUTH, (long)CURLAUTH_BASIC);
-        curl_easy_setopt(h, CURLOPT_USERNAME, c->user);
-        curl_easy_setopt(h, CURLOPT_PASSWORD, c->password ? c->password : "");
-    }
-    if (body != NULL) {
-        curl_easy_setopt(h, CURLOPT_POSTFIELDS, body);
-        curl_easy_setopt(h, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)len);
-    }
-    else if (strcmp(method, "GET") != 0) {
-        curl_easy_setopt(h, CURLOPT_CUSTOMREQUEST, method);
-    }
-    CURLcode rc = curl_easy_perform(h);
-    if (rc != CURLE_OK) {
-        snprintf(reason, cap, "%s%s%s", curl_easy_strerror(rc), st->errbuf[0] ? ": " : "",
-                 st->errbuf);
-        return -1;
-    }
-    long status = 0;
-    curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &status);
-    if (status < 200 || status >= 300) {
-        /* ES's error body says why; keep its first line short. */
-        snprintf(reason, cap, "HTTP %ld: %.*s", status,
-                 (int)(st->resp.len < 300 ? st->resp.len : 300),
-                 st->resp.data ? st->resp.data : "");
-        reason[strcspn(reason, "\n")] = '\0';
-    }
-    return status;
+    return pgcdc_http_request(st->http, method, url, NULL, body, len, reason, cap);
 }
 
 /* ---- documents ---- */
@@ -836,8 +773,9 @@ static int send_events(struct search_sink *st, const struct pgcdc_batch *b, cons
         }
         st->reasons = r;
         char why[256];
-        if (pgcdc_search_parse_response(st->resp.data, st->resp.len, nitems, st->outcomes,
-                                        st->reasons, REASON_CAP, why, sizeof why) == 0) {
+        const struct pgcdc_sbuf *resp = pgcdc_http_body(st->http);
+        if (pgcdc_search_parse_response(resp->data, resp->len, nitems, st->outcomes, st->reasons,
+                                        REASON_CAP, why, sizeof why) == 0) {
             uint64_t stale = 0, retried = 0;
             for (size_t k = 0; k < nitems; k++) {
                 stale += st->outcomes[k] == PGCDC_SEARCH_STALE;
@@ -990,13 +928,9 @@ static void search_destroy(void *state)
     if (st == NULL) {
         return;
     }
-    if (st->curl != NULL) {
-        curl_easy_cleanup(st->curl);
-    }
-    curl_slist_free_all(st->headers);
+    pgcdc_http_free(st->http);
     PQfinish(st->pg);
     pgcdc_sbuf_free(&st->body);
-    pgcdc_sbuf_free(&st->resp);
     msgpack_zone_destroy(&st->zone);
     msgpack_sbuffer_destroy(&st->mbuf);
     free(st->json);
@@ -1028,7 +962,8 @@ static int search_check(void *state, pgcdc_report_fn report, void *ctx)
         report(ctx, 2, "search: %s: %s", st->base, reason);
         return 0;
     }
-    const char *v = st->resp.data ? strstr(st->resp.data, "\"number\"") : NULL;
+    const struct pgcdc_sbuf *resp = pgcdc_http_body(st->http);
+    const char *v = resp->data ? strstr(resp->data, "\"number\"") : NULL;
     report(ctx, 0, "search: %s answers (version %.*s)", st->base, v ? (int)strcspn(v + 8, ",}") : 1,
            v ? v + 8 : "?");
     report(ctx, 0, "search: unchanged TOASTed columns: toast: %s%s", st->cfg->toast,

@@ -22,6 +22,8 @@
 
 #include <msgpack.h>
 
+#include "../common/sbuf.h"
+
 #define PGCDC_SEARCH_ID_MAX 512
 
 /* The parts of an event the search sink uses (views into a zone; valid until the next decode). */
@@ -49,18 +51,6 @@ int pgcdc_search_id(const char *const *cols, size_t ncols, const msgpack_object 
 /* The index name for a template. Returns the length or -1 (empty, too long, or "." / ".."). */
 int pgcdc_search_index(const char *tmpl, const char *source, const char *schema, const char *table,
                        char *dst, size_t cap);
-
-/* A growable byte buffer (reused across batches: no allocation once warm). */
-struct pgcdc_sbuf {
-    char *data;
-    size_t len, cap;
-};
-
-int pgcdc_sbuf_put(struct pgcdc_sbuf *b, const void *p, size_t n);
-int pgcdc_sbuf_puts(struct pgcdc_sbuf *b, const char *s);
-/* s as a JSON string (quoted, escaped; UTF-8 passes through). */
-int pgcdc_sbuf_json_str(struct pgcdc_sbuf *b, const char *s, size_t n);
-void pgcdc_sbuf_free(struct pgcdc_sbuf *b);
 
 /* Append one action line: {"index"|"delete":{"_index":..,"_id":..,"version":V,...}}\n */
 int pgcdc_search_action(struct pgcdc_sbuf *b, const char *action, const char *index, const char *id,
