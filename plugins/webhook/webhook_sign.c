@@ -12,8 +12,7 @@ int pgcdc_webhook_sign(const void *secret, size_t secret_len, const void *body, 
     unsigned char md[EVP_MAX_MD_SIZE];
     unsigned int mdlen = 0;
     if (secret_len > (size_t)0x7fffffff ||
-        HMAC(EVP_sha256(), secret, (int)secret_len, body, len, md, &mdlen) == NULL ||
-        mdlen != 32) {
+        HMAC(EVP_sha256(), secret, (int)secret_len, body, len, md, &mdlen) == NULL || mdlen != 32) {
         return -1;
     }
     const char prefix[] = "sha256=";
