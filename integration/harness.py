@@ -1467,6 +1467,10 @@ def _cli_up(args):
         if args.memcached:
             m = h.start_memcached("memcached")
             exports.update(MEMCACHED_SERVERS=m.server)
+        if args.searchd:
+            from searchd import start_searchd  # imports this module: only when asked for
+            s = start_searchd(h, "searchd")
+            exports.update(SEARCH_URL=s.url)
     except Exception:
         h.close()
         raise
@@ -1510,6 +1514,7 @@ def main(argv=None):
     up.add_argument("--nats", action="store_true")
     up.add_argument("--redis", action="store_true")
     up.add_argument("--memcached", action="store_true")
+    up.add_argument("--searchd", action="store_true", help="the in-project _bulk server")
     up.add_argument("--state", required=True, help="file that `down` reads")
     up.add_argument("--base", help="base dir (default: a new mkdtemp under /tmp)")
     up.add_argument("--wal-sender-timeout", default="60s")

@@ -144,7 +144,10 @@ def test_replay_from_a_rewound_checkpoint_changes_nothing(h):
     assert st["items_by_status"].get("409", 0) > 0, st
     assert set(st["items_by_status"]) <= {"409", "404"}, st  # nothing written again
     assert_index_equals_table(h, db, srv)
-    print(f"replay: {st['items']} items, {st['items_by_status']}")
+    # pgcdc counted them: its log at stop has the sink's counters.
+    m = p2.wait_log(r"sink:search.*counters: .*stale=(\d+)")
+    assert int(m.group(1)) == st["items_by_status"]["409"], (m.group(0), st)
+    print(f"replay: {st['items']} items, {st['items_by_status']}, pgcdc stale={m.group(1)}")
 
 
 def test_item_429s_retry_only_the_failed_items(h):

@@ -982,6 +982,23 @@ void pgcdc_pipeline_set_draining(struct pgcdc_pipeline *p)
     }
 }
 
+/* The sink's counters in one line at stop (until /metrics exists, the only place they show). */
+static void log_counters(struct pgcdc_sink *s)
+{
+    char line[MAX_COUNTERS * 56] = "";
+    size_t len = 0;
+    int n = atomic_load(&s->ncounters);
+    for (int i = 0; i < n && len < sizeof line; i++) {
+        int w =
+            snprintf(line + len, sizeof line - len, "%s%s=%llu", i ? " " : "", s->counters[i].name,
+                     (unsigned long long)atomic_load(&s->counters[i].value));
+        len += w > 0 ? (size_t)w : 0;
+    }
+    if (n > 0) {
+        pgcdc_log(PGCDC_LOG_INFO, s->component, "counters: %s", line);
+    }
+}
+
 void pgcdc_pipeline_stop(struct pgcdc_pipeline *p, int timeout_ms)
 {
     if (p->stopped) {
@@ -1022,6 +1039,7 @@ void pgcdc_pipeline_stop(struct pgcdc_pipeline *p, int timeout_ms)
         s->plugin->destroy(s->state);
         s->state = NULL;
         s->initialized = 0;
+        log_counters(s);
     }
 }
 
