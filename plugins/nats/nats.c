@@ -6,7 +6,17 @@
  * JetStream delivery. Every event is published asynchronously with
  *   Nats-Msg-Id = the event id (the server de-duplicates within its window),
  * and its ack from the stream becomes the event's ack to the core, so the checkpoint follows
- * what the stream has stored. Events go out in commit order on one connection. After any
+ * what the stream has stored.
+ *
+ * The publish is JetStream's wire protocol done here rather than with js_PublishMsgAsync:
+ * each message goes out with natsConnection_PublishMsg and a reply subject <inbox>.<seq>, one
+ * subscription on <inbox>.* receives the stream's acks, and a small table indexed by seq
+ * tracks what is in flight (max_pending of them; a sweeper thread times out the ones whose
+ * ack does not come within ack_timeout). nats.c's async publish keeps every message, a
+ * pending map entry, a timer and a parsed JSON ack object per event alive until the ack, and
+ * frees them on its GC thread; done here the message is freed as soon as it is written, the
+ * ack is read without allocating, and the sink used about half the CPU and memory
+ * (bench/README.md, "NATS"). Events go out in commit order on one connection. After any
  * failed publish the sink "recovers": it refuses new batches until every in-flight publish
  * has answered, reads the stream's last message (its Cdc-Pos header says how far this source
  * got), acks OK whatever is already stored, and publishes the rest again in order. The same
@@ -114,12 +124,13 @@ static const struct pgcdc_config_key nats_keys[] = {
     {PGCDC_CFG_END, NULL, NULL, 0, 0, NULL},
 };
 
-/* One publish in flight: which event it carries. Keyed by the natsMsg pointer, which is the
- * only thing nats.c hands back to the ack handler. */
+/* One publish in flight: which event it carries. Slot = seq & (fcap - 1); seq is the number
+ * at the end of the publish's reply subject, which the stream's ack comes back on. */
 struct flight {
-    natsMsg *msg;
+    uint64_t seq; /* 0: free */
     uint64_t batch;
     uint32_t index;
+    int64_t deadline_ms;
 };
 
 /* Tables seen, to warn once when two map to one subject (a template without {schema}). */
@@ -141,10 +152,16 @@ struct nats_sink {
     pthread_mutex_t mu;
     pthread_cond_t closed_cv;
     int closed;             /* the closed callback has run: nats.c will call us no more */
-    struct flight *flights; /* open addressing, capacity a power of two >= 2 * max_pending */
+    struct flight *flights; /* a power of two >= 2 * max_pending, indexed by seq */
     size_t fcap, inflight;
+    uint64_t next_seq;
+    pthread_cond_t space_cv; /* an ack or a timeout freed a flight */
+    natsSubscription *ack_sub;
+    char inbox[96]; /* reply subjects are <inbox>.<seq> */
+    pthread_t sweeper;
+    int sweeper_started, sweeper_stop;
+    pthread_cond_t sweep_cv;
     int failing;                  /* a publish failed: refuse batches until in-flight ones answer */
-    int published;                /* js_PublishMsgAsync was called at least once */
     int stopped;                  /* no acks to the core any more */
     char last_id[256];            /* expected last message id for the next publish ("" = unknown) */
     struct pgcdc_nats_pos stored; /* this source's last position in the stream */
@@ -167,54 +184,27 @@ static void logf_(struct nats_sink *st, int level, const char *fmt, ...)
     st->host->log(st->h, level, "%s", buf);
 }
 
-/* ---- in-flight map ---- */
+/* ---- in-flight table ---- */
 
-static size_t fslot(const struct nats_sink *st, const natsMsg *m)
+static int64_t now_ms(void)
 {
-    uintptr_t x = (uintptr_t)m;
-    x ^= x >> 17;
-    x *= UINT64_C(0xed5ad4bb);
-    return (size_t)(x ^ (x >> 11)) & (st->fcap - 1);
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
-static void flight_put(struct nats_sink *st, natsMsg *m, uint64_t batch, uint32_t index)
+/* Take the flight of seq (called with st->mu held); 0, or -1 if it is not in flight (a late
+ * ack after its timeout, or a reply we never asked for). */
+static int flight_take(struct nats_sink *st, uint64_t seq, struct flight *out)
 {
-    size_t i = fslot(st, m);
-    while (st->flights[i].msg != NULL) {
-        i = (i + 1) & (st->fcap - 1);
+    struct flight *f = &st->flights[seq & (st->fcap - 1)];
+    if (seq == 0 || f->seq != seq) {
+        return -1;
     }
-    st->flights[i] = (struct flight){m, batch, index};
-    st->inflight++;
-}
-
-/* Remove and return the entry for m (backward-shift deletion keeps probing intact). */
-static int flight_take(struct nats_sink *st, const natsMsg *m, struct flight *out)
-{
-    size_t i = fslot(st, m);
-    while (st->flights[i].msg != m) {
-        if (st->flights[i].msg == NULL) {
-            return -1;
-        }
-        i = (i + 1) & (st->fcap - 1);
-    }
-    *out = st->flights[i];
-    st->flights[i].msg = NULL;
+    *out = *f;
+    f->seq = 0;
     st->inflight--;
-    size_t j = i;
-    for (;;) {
-        j = (j + 1) & (st->fcap - 1);
-        if (st->flights[j].msg == NULL) {
-            break;
-        }
-        size_t home = fslot(st, st->flights[j].msg);
-        /* Move j into the hole at i unless its home lies cyclically in (i, j]. */
-        int between = (i < j) ? (home > i && home <= j) : (home > i || home <= j);
-        if (!between) {
-            st->flights[i] = st->flights[j];
-            st->flights[j].msg = NULL;
-            i = j;
-        }
-    }
+    pthread_cond_broadcast(&st->space_cv);
     return 0;
 }
 
@@ -229,31 +219,71 @@ static int retryable(natsStatus s, jsErrCode code)
     return 1;
 }
 
-static void ack_handler(jsCtx *js, natsMsg *msg, jsPubAck *pa, jsPubAckErr *pae, void *closure)
+/* The integer after `"key":` in a small JSON text, or -1. */
+static long long json_int(const char *js, const char *key)
 {
-    (void)js;
+    const char *p = strstr(js, key);
+    if (p == NULL) {
+        return -1;
+    }
+    p += strlen(key);
+    while (*p == ' ' || *p == ':') {
+        p++;
+    }
+    return strtoll(p, NULL, 10);
+}
+
+/*
+ * A stream's answer on <inbox>.<seq>: {"stream":"S","seq":N[,"duplicate":true]} or
+ * {"error":{"code":C,"err_code":E,"description":"..."}}, or a no-responders status (no stream
+ * listens on the subject). Parsed in place: these are small and come once per event.
+ */
+static void on_ack(natsConnection *nc, natsSubscription *sub, natsMsg *msg, void *closure)
+{
+    (void)nc;
+    (void)sub;
     struct nats_sink *st = closure;
-    struct flight f;
+    const char *subj = natsMsg_GetSubject(msg);
+    const char *dot = subj ? strrchr(subj, '.') : NULL;
+    uint64_t seq = dot ? strtoull(dot + 1, NULL, 16) : 0;
+    char data[512];
+    int len = natsMsg_GetDataLength(msg);
+    if (len < 0) {
+        len = 0;
+    }
+    if ((size_t)len >= sizeof data) {
+        len = (int)sizeof data - 1;
+    }
+    memcpy(data, natsMsg_GetData(msg) ? natsMsg_GetData(msg) : "", (size_t)len);
+    data[len] = '\0';
     enum pgcdc_ack result = PGCDC_ACK_OK;
-    char reason[256] = "";
+    char reason[320] = "";
     int dup = 0;
-    pthread_mutex_lock(&st->mu);
-    int found = flight_take(st, msg, &f) == 0;
-    if (pa == NULL) {
-        natsStatus s = pae ? pae->Err : NATS_ERR;
-        jsErrCode code = pae ? pae->ErrCode : 0;
-        snprintf(reason, sizeof reason, "%s (%d)%s%s", natsStatus_GetText(s), (int)code,
-                 pae && pae->ErrText ? ": " : "", pae && pae->ErrText ? pae->ErrText : "");
-        if (retryable(s, code)) {
-            result = PGCDC_ACK_RETRY;
-            st->failing = 1;
-        }
-        else {
-            result = PGCDC_ACK_DROP;
-        }
+    if (natsMsg_IsNoResponders(msg)) {
+        result = PGCDC_ACK_RETRY;
+        snprintf(reason, sizeof reason, "no stream stores the subject (no responders)");
+    }
+    else if (strstr(data, "\"error\"") != NULL) {
+        long long code = json_int(data, "\"err_code\"");
+        const char *d = strstr(data, "\"description\"");
+        const char *q = d ? strchr(d + 13, '"') : NULL;
+        int dl = q ? (int)strcspn(q + 1, "\"") : 0;
+        snprintf(reason, sizeof reason, "stream refused the message (%lld): %.*s", code, dl,
+                 q ? q + 1 : "");
+        result = code == JSStreamMessageExceedsMaximumErr ? PGCDC_ACK_DROP : PGCDC_ACK_RETRY;
+    }
+    else if (json_int(data, "\"seq\"") <= 0) {
+        result = PGCDC_ACK_RETRY;
+        snprintf(reason, sizeof reason, "not a publish ack: %.200s", data);
     }
     else {
-        dup = pa->Duplicate;
+        dup = strstr(data, "\"duplicate\":true") != NULL;
+    }
+    struct flight f;
+    pthread_mutex_lock(&st->mu);
+    int found = flight_take(st, seq, &f) == 0;
+    if (found && result == PGCDC_ACK_RETRY) {
+        st->failing = 1;
     }
     int stopped = st->stopped;
     pthread_mutex_unlock(&st->mu);
@@ -264,6 +294,51 @@ static void ack_handler(jsCtx *js, natsMsg *msg, jsPubAck *pa, jsPubAckErr *pae,
         st->host->ack(st->h, f.batch, f.index, 1, result, reason[0] ? reason : NULL);
     }
     natsMsg_Destroy(msg);
+}
+
+/* Time out publishes whose ack did not come within ack_timeout: retried after a resync. */
+static void *sweeper_main(void *arg)
+{
+    struct nats_sink *st = arg;
+    struct flight late[256];
+    pthread_mutex_lock(&st->mu);
+    while (!st->sweeper_stop) {
+        struct timespec until;
+        clock_gettime(CLOCK_REALTIME, &until);
+        until.tv_nsec += 100 * 1000000L;
+        if (until.tv_nsec >= 1000000000L) {
+            until.tv_sec++;
+            until.tv_nsec -= 1000000000L;
+        }
+        pthread_cond_timedwait(&st->sweep_cv, &st->mu, &until);
+        int64_t now = now_ms();
+        size_t n = 0;
+        for (size_t i = 0; i < st->fcap && st->inflight > 0 && n < 256; i++) {
+            struct flight *f = &st->flights[i];
+            if (f->seq != 0 && f->deadline_ms <= now) {
+                late[n++] = *f;
+                f->seq = 0;
+                st->inflight--;
+            }
+        }
+        if (n == 0) {
+            continue;
+        }
+        st->failing = 1;
+        pthread_cond_broadcast(&st->space_cv);
+        int stopped = st->stopped;
+        pthread_mutex_unlock(&st->mu);
+        if (!stopped) {
+            st->host->count(st->h, "ack_timeouts", n);
+            for (size_t i = 0; i < n; i++) {
+                st->host->ack(st->h, late[i].batch, late[i].index, 1, PGCDC_ACK_RETRY,
+                              "no publish ack within ack_timeout");
+            }
+        }
+        pthread_mutex_lock(&st->mu);
+    }
+    pthread_mutex_unlock(&st->mu);
+    return NULL;
 }
 
 /* ---- connection ---- */
@@ -580,8 +655,11 @@ static int nats_init(struct pgcdc_sink *s, const struct pgcdc_host_api *host, co
         st->fcap <<= 1;
     }
     st->flights = calloc(st->fcap, sizeof *st->flights);
+    st->next_seq = 1;
     pthread_mutex_init(&st->mu, NULL);
     pthread_cond_init(&st->closed_cv, NULL);
+    pthread_cond_init(&st->space_cv, NULL);
+    pthread_cond_init(&st->sweep_cv, NULL);
     *state = st;
     if (st->flights == NULL) {
         return PGCDC_ENOMEM;
@@ -604,16 +682,41 @@ static int connect_js(struct nats_sink *st, struct pgcdc_err *err)
         return pgcdc_err_format(err, PGCDC_EAGAIN, "not connected to %s yet", st->cfg->url);
     }
     if (st->cfg->jetstream && st->js == NULL) {
+        /* The context serves the stream API (info, create, reading back); publishes and their
+         * acks are handled here (on_ack). */
         jsOptions jo;
         jsOptions_Init(&jo);
-        jo.PublishAsync.MaxPending = st->cfg->max_pending;
-        jo.PublishAsync.AckHandler = ack_handler;
-        jo.PublishAsync.AckHandlerClosure = st;
         jo.Wait = st->cfg->ack_timeout_ms;
         natsStatus s = natsConnection_JetStream(&st->js, st->nc, &jo);
         if (s != NATS_OK) {
             return pgcdc_err_format(err, PGCDC_EIO, "JetStream context: %s", natsStatus_GetText(s));
         }
+    }
+    if (st->cfg->jetstream && st->ack_sub == NULL) {
+        natsInbox *inbox = NULL;
+        natsStatus s = natsInbox_Create(&inbox);
+        if (s == NATS_OK) {
+            snprintf(st->inbox, sizeof st->inbox, "%s", (const char *)inbox);
+            natsInbox_Destroy(inbox);
+            char wild[sizeof st->inbox + 2];
+            snprintf(wild, sizeof wild, "%s.*", st->inbox);
+            s = natsConnection_Subscribe(&st->ack_sub, st->nc, wild, on_ack, st);
+        }
+        if (s == NATS_OK) {
+            /* Never drop an ack as a slow consumer: at most max_pending are outstanding. */
+            int msgs = st->cfg->max_pending * 2 > 65536 ? (int)st->cfg->max_pending * 2 : 65536;
+            s = natsSubscription_SetPendingLimits(st->ack_sub, msgs, 256 * 1024 * 1024);
+        }
+        if (s != NATS_OK) {
+            return pgcdc_err_format(err, PGCDC_EIO, "subscribing to publish acks: %s",
+                                    natsStatus_GetText(s));
+        }
+    }
+    if (st->cfg->jetstream && !st->sweeper_started) {
+        if (pthread_create(&st->sweeper, NULL, sweeper_main, st) != 0) {
+            return pgcdc_err_format(err, PGCDC_ENOMEM, "cannot start the ack timeout thread");
+        }
+        st->sweeper_started = 1;
     }
     return 0;
 }
@@ -685,11 +788,16 @@ static void note_table(struct nats_sink *st, const struct pgcdc_event *ev)
     }
 }
 
-/* Build the message for ev (headers included); NULL on allocation failure. */
-static natsMsg *make_msg(struct nats_sink *st, const struct pgcdc_event *ev, const char *subj)
+/*
+ * Build the message for ev (headers included); NULL on allocation failure. With a reply
+ * subject it is a JetStream publish: the id, the stream it must land in and, with
+ * strict_order, the id the stream's last message must have.
+ */
+static natsMsg *make_msg(struct nats_sink *st, const struct pgcdc_event *ev, const char *subj,
+                         const char *reply, const char *expect_last)
 {
     natsMsg *m = NULL;
-    if (natsMsg_Create(&m, subj, NULL, ev->payload, (int)ev->payload_len) != NATS_OK) {
+    if (natsMsg_Create(&m, subj, reply, ev->payload, (int)ev->payload_len) != NATS_OK) {
         return NULL;
     }
     char table[300], lsn[32], pos[40];
@@ -704,7 +812,10 @@ static natsMsg *make_msg(struct nats_sink *st, const struct pgcdc_event *ev, con
         natsMsgHeader_Set(m, "Cdc-Table", table) != NATS_OK ||
         natsMsgHeader_Set(m, "Cdc-Lsn", lsn) != NATS_OK ||
         natsMsgHeader_Set(m, "Cdc-Pos", pos) != NATS_OK ||
-        (!st->cfg->jetstream && natsMsgHeader_Set(m, "Nats-Msg-Id", ev->id) != NATS_OK)) {
+        natsMsgHeader_Set(m, "Nats-Msg-Id", ev->id) != NATS_OK ||
+        (reply != NULL && natsMsgHeader_Set(m, "Nats-Expected-Stream", st->stream) != NATS_OK) ||
+        (expect_last != NULL &&
+         natsMsgHeader_Set(m, "Nats-Expected-Last-Msg-Id", expect_last) != NATS_OK)) {
         natsMsg_Destroy(m);
         return NULL;
     }
@@ -721,7 +832,7 @@ static int deliver_core(struct nats_sink *st, const struct pgcdc_batch *b, struc
                                st->source, ev) == (size_t)-1) {
             return pgcdc_err_format(err, PGCDC_EINVAL, "cannot render a subject for %s", ev->id);
         }
-        natsMsg *m = make_msg(st, ev, subj);
+        natsMsg *m = make_msg(st, ev, subj, NULL, NULL);
         if (m == NULL) {
             return pgcdc_err_format(err, PGCDC_ENOMEM, "out of memory");
         }
@@ -776,8 +887,7 @@ static int nats_deliver(void *state, const struct pgcdc_batch *b, struct pgcdc_e
     }
     pthread_mutex_unlock(&st->mu);
 
-    char subj[SUBJECT_MAX];
-    jsPubOptions po;
+    char subj[SUBJECT_MAX], reply[sizeof st->inbox + 20];
     size_t skipped = 0;
     for (size_t i = 0; i < b->count; i++) {
         const struct pgcdc_event *ev = b->events[i];
@@ -790,47 +900,73 @@ static int nats_deliver(void *state, const struct pgcdc_batch *b, struct pgcdc_e
             continue;
         }
         note_table(st, ev);
-        natsMsg *m = NULL;
         if (pgcdc_nats_subject(subj, sizeof subj, st->cfg->subject, st->cfg->meta_subject,
-                               st->source, ev) == (size_t)-1 ||
-            (m = make_msg(st, ev, subj)) == NULL) {
+                               st->source, ev) == (size_t)-1) {
             st->host->ack(st->h, b->id, i, b->count - i, PGCDC_ACK_RETRY,
-                          "cannot build the message");
+                          "cannot render the subject");
             break;
         }
-        jsPubOptions_Init(&po);
-        po.MsgId = ev->id;
-        po.MaxWait = st->cfg->ack_timeout_ms;
-        po.ExpectStream = st->stream;
-        if (st->cfg->strict_order && st->last_id[0] != '\0') {
-            po.ExpectLastMsgId = st->last_id;
+        /* Flow control: at most max_pending in flight (and the event's table slot free). A
+         * stall longer than the stall wait is backpressure: the rest is retried later. */
+        pthread_mutex_lock(&st->mu);
+        int64_t give_up = now_ms() + 200;
+        while (!st->failing && (st->inflight >= (size_t)st->cfg->max_pending ||
+                                st->flights[st->next_seq & (st->fcap - 1)].seq != 0)) {
+            struct timespec until;
+            clock_gettime(CLOCK_REALTIME, &until);
+            until.tv_nsec += 20 * 1000000L;
+            if (until.tv_nsec >= 1000000000L) {
+                until.tv_sec++;
+                until.tv_nsec -= 1000000000L;
+            }
+            pthread_cond_timedwait(&st->space_cv, &st->mu, &until);
+            if (now_ms() >= give_up) {
+                break;
+            }
         }
-        /* Copy the id now: once published, the event can be acked from nats.c's thread and
-         * released before js_PublishMsgAsync even returns (sink.h: read an event only until
-         * it is acked). Reading ev->id afterwards corrupted the expected-last-id chain. */
+        int room = !st->failing && st->inflight < (size_t)st->cfg->max_pending &&
+                   st->flights[st->next_seq & (st->fcap - 1)].seq == 0;
+        uint64_t seq = st->next_seq;
+        if (room) {
+            st->next_seq++;
+            st->flights[seq & (st->fcap - 1)] =
+                (struct flight){seq, b->id, (uint32_t)i, now_ms() + st->cfg->ack_timeout_ms};
+            st->inflight++;
+        }
+        int failing = st->failing;
+        pthread_mutex_unlock(&st->mu);
+        if (!room) {
+            st->host->ack(st->h, b->id, i, b->count - i, PGCDC_ACK_RETRY,
+                          failing ? "a publish failed: resynchronising"
+                                  : "max_pending publishes in flight");
+            break;
+        }
+        /* The expected last id is this event's predecessor; copy the id now: once published,
+         * the event can be acked from the ack thread and released before the publish even
+         * returns (sink.h: read an event only until it is acked). */
         char this_id[sizeof st->last_id];
         snprintf(this_id, sizeof this_id, "%s", ev->id);
-        pthread_mutex_lock(&st->mu);
-        flight_put(st, m, b->id, (uint32_t)i);
-        pthread_mutex_unlock(&st->mu);
-        natsMsg *keep = m;
-        st->published = 1;
-        natsStatus s = js_PublishMsgAsync(st->js, &m, &po);
+        snprintf(reply, sizeof reply, "%s.%" PRIx64, st->inbox, seq);
+        const char *expect = st->cfg->strict_order && st->last_id[0] != '\0' ? st->last_id : NULL;
+        natsMsg *m = make_msg(st, ev, subj, reply, expect);
+        natsStatus s = m != NULL ? natsConnection_PublishMsg(st->nc, m) : NATS_NO_MEMORY;
+        natsMsg_Destroy(m);
         if (s != NATS_OK) {
-            /* Not taken: the ack handler will not run for it. */
+            /* Not sent: no ack will come for it. */
             struct flight f;
             pthread_mutex_lock(&st->mu);
-            flight_take(st, keep, &f);
+            int mine = flight_take(st, seq, &f) == 0;
             if (retryable(s, 0)) {
                 st->failing = 1;
             }
             pthread_mutex_unlock(&st->mu);
-            natsMsg_Destroy(m);
+            if (!mine) {
+                break; /* the sweeper timed it out and acked it already */
+            }
             if (!retryable(s, 0)) {
                 st->host->ack(st->h, b->id, i, 1, PGCDC_ACK_DROP, natsStatus_GetText(s));
                 continue;
             }
-            /* NATS_TIMEOUT here is MaxPending stalling: backpressure, not a failure. */
             st->host->ack(st->h, b->id, i, b->count - i, PGCDC_ACK_RETRY, natsStatus_GetText(s));
             break;
         }
@@ -848,14 +984,24 @@ static int nats_flush(void *state, int timeout_ms, struct pgcdc_err *err)
     if (st->js == NULL) {
         return 0;
     }
-    jsPubOptions po;
-    jsPubOptions_Init(&po);
-    po.MaxWait = timeout_ms > 0 ? timeout_ms : 1;
-    natsStatus s = js_PublishAsyncComplete(st->js, &po);
-    if (s != NATS_OK) {
-        pthread_mutex_lock(&st->mu);
-        size_t n = st->inflight;
-        pthread_mutex_unlock(&st->mu);
+    if (st->nc != NULL) {
+        natsConnection_FlushTimeout(st->nc, timeout_ms > 0 ? timeout_ms : 1);
+    }
+    int64_t until = now_ms() + (timeout_ms > 0 ? timeout_ms : 0);
+    pthread_mutex_lock(&st->mu);
+    while (st->inflight > 0 && now_ms() < until) {
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        ts.tv_nsec += 20 * 1000000L;
+        if (ts.tv_nsec >= 1000000000L) {
+            ts.tv_sec++;
+            ts.tv_nsec -= 1000000000L;
+        }
+        pthread_cond_timedwait(&st->space_cv, &st->mu, &ts);
+    }
+    size_t n = st->inflight;
+    pthread_mutex_unlock(&st->mu);
+    if (n > 0) {
         return pgcdc_err_format(err, PGCDC_ETIMEDOUT, "%zu publishes still unacked", n);
     }
     return 0;
@@ -876,6 +1022,14 @@ static void nats_destroy(void *state)
         return;
     }
     nats_stop(st);
+    if (st->sweeper_started) {
+        pthread_mutex_lock(&st->mu);
+        st->sweeper_stop = 1;
+        pthread_cond_broadcast(&st->sweep_cv);
+        pthread_mutex_unlock(&st->mu);
+        pthread_join(st->sweeper, NULL);
+        st->sweeper_started = 0;
+    }
     if (st->nc != NULL) {
         /* Close first and wait for the closed callback: after it nats.c makes no callback
          * (acks included) with this state, so it can be freed. */
@@ -897,12 +1051,8 @@ static void nats_destroy(void *state)
             return;
         }
     }
+    natsSubscription_Destroy(st->ack_sub); /* unacked publishes are delivered again later */
     if (st->js != NULL) {
-        natsMsgList pending;
-        /* nats.c 3.4 crashes here if the context never published (no pending map yet). */
-        if (st->published && js_PublishAsyncGetPendingList(&pending, st->js) == NATS_OK) {
-            natsMsgList_Destroy(&pending); /* never acked: delivered again after restart */
-        }
         jsCtx_Destroy(st->js);
     }
     natsConnection_Destroy(st->nc);
@@ -914,6 +1064,8 @@ static void nats_destroy(void *state)
     free(st->seen);
     free(st->flights);
     pthread_cond_destroy(&st->closed_cv);
+    pthread_cond_destroy(&st->space_cv);
+    pthread_cond_destroy(&st->sweep_cv);
     pthread_mutex_destroy(&st->mu);
     free(st);
 }
