@@ -21,6 +21,7 @@ import base64
 import json
 import os
 import subprocess
+import time
 from pathlib import Path
 
 import msgpack
@@ -114,7 +115,17 @@ def dump(url, stream, timeout=120):
     {seq, subject, headers: {name: value | [values]}, data: bytes, event}.
     event is the msgpack-decoded payload when Content-Type is application/vnd.msgpack,
     else None. Raises NatsToolError (e.g. when the stream does not exist)."""
-    r = run_tool(url, "dump", "--stream", stream, timeout=timeout)
+    # Right after a node loss the stream may have no leader for a few seconds: its info
+    # request times out. That is a moment, not an answer: ask again, for up to 30 s.
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            r = run_tool(url, "dump", "--stream", stream, timeout=timeout)
+            break
+        except NatsToolError as e:
+            if "Timeout" not in str(e) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.5)
     out = []
     for line in r.stdout.decode("utf-8").splitlines():
         if not line.strip():

@@ -21,7 +21,9 @@ SECRET = "wh-s3cret-\u00e9"
 class Receiver:
     """POSTs are checked (signature, headers) and recorded; faults are injected by rule."""
 
-    def __init__(self, secret=SECRET, fail_first=0, p500=0.0, refuse_id=None, seed=1):
+    def __init__(self, secret=SECRET, fail_first=0, p500=0.0, refuse_id=None, seed=1,
+                 source="app"):
+        self.source = source
         self.secret = secret.encode() if secret else None
         self.fail_first, self.p500, self.refuse_id = fail_first, p500, refuse_id
         self.rng = random.Random(seed)
@@ -71,7 +73,7 @@ class Receiver:
                 events = msgpack.unpackb(body, raw=False)
             else:
                 doc = json.loads(body)
-                assert doc["source"] == "app"
+                assert doc["source"] == self.source
                 events = doc["events"]
             if (int(headers["X-Pgcdc-Events"]) != len(events) or
                     headers["X-Pgcdc-First-Id"] != events[0]["id"] or

@@ -40,6 +40,8 @@ static void usage(FILE *f)
                "  tail     print new changes as JSON lines from a temporary slot\n"
                "           (the configured slot is not touched)\n"
                "  config-reference  print every config key (Markdown)\n"
+               "  sink-check PLUGIN [SINK]  run the sink conformance kit on a plugin (.so or\n"
+               "                    built-in) with its sink's config from -c FILE\n"
                "\n"
                "Options:\n"
                "  -c, --config FILE     configuration file (or $PGCDC_CONFIG)\n"
@@ -62,11 +64,40 @@ static void version(void)
     printf("  msgpack-c %s\n", msgpack_version());
     printf("  nats.c %s\n", nats_GetVersion());
     printf("  libyaml %s\n", yaml_get_version_string());
+    printf("  plugin dir: %s\n", pgcdc_plugin_dir());
     printf("  built-in sinks:");
     for (const pgcdc_sink_entry_fn *f = pgcdc_builtin_sinks; *f != NULL; f++) {
         printf(" %s", (*f)()->name);
     }
     printf("\n");
+}
+
+/*
+ * pgcdc sink-check PLUGIN [SINK]: PLUGIN is a .so path (the sink named SINK, or the config's
+ * only sink, is loaded from it) or a built-in type (the first sink of that type, or SINK).
+ */
+static int sink_check(struct pgcdc_config *cfg, const char *plugin, const char *sink)
+{
+    int is_path = strchr(plugin, '/') != NULL || strstr(plugin, ".so") != NULL;
+    size_t pick = cfg->nsinks;
+    for (size_t i = 0; i < cfg->nsinks && pick == cfg->nsinks; i++) {
+        const struct pgcdc_sink_config *sc = &cfg->sinks[i];
+        if (sink != NULL
+                ? strcmp(sc->name, sink) == 0
+                : (is_path ? (sc->load != NULL && strcmp(sc->load, plugin) == 0) || cfg->nsinks == 1
+                           : strcmp(sc->type, plugin) == 0 && sc->load == NULL)) {
+            pick = i;
+        }
+    }
+    if (pick == cfg->nsinks) {
+        fprintf(stderr, "pgcdc: %s names no sink for %s (give the sink's name after it)\n",
+                cfg->filename, plugin);
+        return PGCDC_EXIT_USAGE;
+    }
+    if (is_path) {
+        cfg->sinks[pick].load = plugin;
+    }
+    return pgcdc_sink_check(cfg, pick);
 }
 
 int main(int argc, char **argv)
@@ -137,12 +168,19 @@ int main(int argc, char **argv)
         usage(stdout);
         return PGCDC_EXIT_OK;
     }
+    else if (strcmp(cmd, "sink-check") == 0) {
+        mode = -2;
+        if (optind + 1 >= argc || optind + 3 < argc) {
+            fprintf(stderr, "pgcdc: usage: pgcdc sink-check PLUGIN.so|BUILTIN [SINK] -c FILE\n");
+            return PGCDC_EXIT_USAGE;
+        }
+    }
     else {
         fprintf(stderr, "pgcdc: unknown command '%s'\n\n", cmd);
         usage(stderr);
         return PGCDC_EXIT_USAGE;
     }
-    if (optind + 1 < argc) {
+    if (mode != -2 && optind + 1 < argc) {
         fprintf(stderr, "pgcdc: unexpected argument '%s'\n", argv[optind + 1]);
         return PGCDC_EXIT_USAGE;
     }
@@ -173,7 +211,10 @@ int main(int argc, char **argv)
     pgcdc_log_setup(lvl < 0 ? PGCDC_LOG_INFO : lvl, fmt < 0 ? PGCDC_LOGFMT_AUTO : fmt);
 
     int code;
-    if (mode < 0) {
+    if (mode == -2) {
+        code = sink_check(cfg, argv[optind + 1], optind + 2 < argc ? argv[optind + 2] : NULL);
+    }
+    else if (mode < 0) {
         code = pgcdc_engine_check(cfg);
     }
     else {

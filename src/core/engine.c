@@ -193,19 +193,37 @@ static int64_t jittered_backoff(const struct pgcdc_source_config *sc, unsigned a
  * sink's mapping. Used by run and check alike. *block is malloc'd; *handle is a dlopen
  * handle or NULL.
  */
-static int resolve_sink(struct pgcdc_config *cfg, size_t i, const struct pgcdc_sink_plugin **out,
-                        void **handle, void **block, struct pgcdc_err *err)
+const char *pgcdc_plugin_dir(void)
+{
+    const char *env = getenv("PGCDC_PLUGIN_DIR");
+    return env != NULL && env[0] != '\0' ? env : PGCDC_PLUGIN_DIR;
+}
+
+/* <plugin dir>/libpgcdc_sink_<type>.so into path; 1 if that file exists. */
+static int plugin_in_dir(const char *type, char *path, size_t cap)
+{
+    snprintf(path, cap, "%s/libpgcdc_sink_%s.so", pgcdc_plugin_dir(), type);
+    return access(path, F_OK) == 0;
+}
+
+int pgcdc_engine_resolve_sink(struct pgcdc_config *cfg, size_t i,
+                              const struct pgcdc_sink_plugin **out, void **handle, void **block,
+                              struct pgcdc_err *err)
 {
     const struct pgcdc_sink_config *sc = &cfg->sinks[i];
     const struct pgcdc_sink_plugin *pl = NULL;
+    char path[4096] = "";
     int rc;
     *handle = NULL;
     *block = NULL;
     if (sc->load != NULL) {
         rc = pgcdc_registry_load(sc->load, sc->type, &pl, handle, err);
     }
+    else if ((pl = pgcdc_registry_builtin(sc->type)) == NULL &&
+             plugin_in_dir(sc->type, path, sizeof path)) {
+        rc = pgcdc_registry_load(path, sc->type, &pl, handle, err);
+    }
     else {
-        pl = pgcdc_registry_builtin(sc->type);
         if (pl == NULL) {
             char names[256] = "";
             size_t len = 0;
@@ -214,9 +232,9 @@ static int resolve_sink(struct pgcdc_config *cfg, size_t i, const struct pgcdc_s
                                         "%s%s", len ? ", " : "", (*f)()->name);
             }
             return pgcdc_err_set(err, PGCDC_ECONFIG,
-                                 "%s:%d: sinks[%zu]: unknown sink type '%s' (built-in: %s; or "
-                                 "give `load: /path/to/sink.so`)",
-                                 cfg->filename, sc->line, i, sc->type, names);
+                                 "%s:%d: sinks[%zu]: unknown sink type '%s' (built-in: %s; no "
+                                 "%s; or give `load: /path/to/sink.so`)",
+                                 cfg->filename, sc->line, i, sc->type, names, path);
         }
         rc = pgcdc_registry_validate(pl, "built-in", err);
     }
@@ -251,7 +269,8 @@ static int add_sinks(struct engine *e, struct pgcdc_err *err)
     e->nsinks = n;
     for (size_t i = 0; i < n; i++) {
         const struct pgcdc_sink_plugin *pl;
-        int rc = resolve_sink(e->cfg, i, &pl, &e->dl_handles[i], &e->config_blocks[i], err);
+        int rc =
+            pgcdc_engine_resolve_sink(e->cfg, i, &pl, &e->dl_handles[i], &e->config_blocks[i], err);
         if (rc != 0) {
             return rc;
         }
@@ -1354,7 +1373,7 @@ static void check_sinks(struct pgcdc_config *cfg, const char *source, struct rep
     int usable = blocks != NULL && handles != NULL;
     for (size_t i = 0; usable && i < n; i++) {
         const struct pgcdc_sink_plugin *pl = NULL;
-        if (resolve_sink(cfg, i, &pl, &handles[i], &blocks[i], &err) != 0 ||
+        if (pgcdc_engine_resolve_sink(cfg, i, &pl, &handles[i], &blocks[i], &err) != 0 ||
             pgcdc_pipeline_add_sink(p, pl, blocks[i], &cfg->sinks[i], &err) != 0) {
             report(r, 2, "sink %s: %s", cfg->sinks[i].name, err.msg);
             usable = 0;

@@ -31,4 +31,23 @@ int pgcdc_engine_check(struct pgcdc_config *cfg);
 /* Install the signal handlers (SIGTERM/SIGINT drain, second one exits, SIGPIPE ignored). */
 void pgcdc_engine_signals(void);
 
+/* Where `type: NAME` finds libpgcdc_sink_NAME.so: $PGCDC_PLUGIN_DIR, else the installed one. */
+const char *pgcdc_plugin_dir(void);
+
+/*
+ * Find sink i's plugin (built-in, or the .so its `load` names) and fill its config block from
+ * the sink's mapping. *block is malloc'd (free it after destroy); *handle is a dlopen handle
+ * or NULL (pgcdc_registry_unload it after destroy).
+ */
+int pgcdc_engine_resolve_sink(struct pgcdc_config *cfg, size_t i,
+                              const struct pgcdc_sink_plugin **out, void **handle, void **block,
+                              struct pgcdc_err *err);
+
+/*
+ * The conformance kit (pgcdc sink-check): drive sink `sink_index` of cfg, without Postgres,
+ * through the ABI's scenarios and print a PASS/FAIL line for each. Returns the exit code:
+ * 0 all passed, 1 some failed, 78 the plugin or its config could not be loaded.
+ */
+int pgcdc_sink_check(struct pgcdc_config *cfg, size_t sink_index);
+
 #endif
