@@ -322,6 +322,9 @@ int pgcdc_pipeline_add_sink(struct pgcdc_pipeline *p, const struct pgcdc_sink_pl
     struct pgcdc_err perr = {0};
     int rc = plugin->init(s, &pgcdc_host_api_v1, config, &s->state, &perr);
     if (rc < 0) {
+        /* sink.h: destroy is safe after a failed init, and frees what init had allocated. */
+        plugin->destroy(s->state);
+        s->state = NULL;
         return pgcdc_err_set(err, rc, "sink %s (%s): init failed: %s", s->name, plugin->name,
                              perr.msg[0] ? perr.msg : pgcdc_strerror(rc));
     }
