@@ -193,6 +193,20 @@ static int64_t now_ms(void)
     return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
+/* A pthread_cond_timedwait deadline (CLOCK_REALTIME) ms from now. */
+static struct timespec deadline_in(long ms)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    ts.tv_sec += ms / 1000;
+    ts.tv_nsec += (ms % 1000) * 1000000L;
+    if (ts.tv_nsec >= 1000000000L) {
+        ts.tv_sec++;
+        ts.tv_nsec -= 1000000000L;
+    }
+    return ts;
+}
+
 /* Take the flight of seq (called with st->mu held); 0, or -1 if it is not in flight (a late
  * ack after its timeout, or a reply we never asked for). */
 static int flight_take(struct nats_sink *st, uint64_t seq, struct flight *out)
@@ -303,13 +317,7 @@ static void *sweeper_main(void *arg)
     struct flight late[256];
     pthread_mutex_lock(&st->mu);
     while (!st->sweeper_stop) {
-        struct timespec until;
-        clock_gettime(CLOCK_REALTIME, &until);
-        until.tv_nsec += 100 * 1000000L;
-        if (until.tv_nsec >= 1000000000L) {
-            until.tv_sec++;
-            until.tv_nsec -= 1000000000L;
-        }
+        struct timespec until = deadline_in(100);
         pthread_cond_timedwait(&st->sweep_cv, &st->mu, &until);
         int64_t now = now_ms();
         size_t n = 0;
@@ -912,13 +920,7 @@ static int nats_deliver(void *state, const struct pgcdc_batch *b, struct pgcdc_e
         int64_t give_up = now_ms() + 200;
         while (!st->failing && (st->inflight >= (size_t)st->cfg->max_pending ||
                                 st->flights[st->next_seq & (st->fcap - 1)].seq != 0)) {
-            struct timespec until;
-            clock_gettime(CLOCK_REALTIME, &until);
-            until.tv_nsec += 20 * 1000000L;
-            if (until.tv_nsec >= 1000000000L) {
-                until.tv_sec++;
-                until.tv_nsec -= 1000000000L;
-            }
+            struct timespec until = deadline_in(20);
             pthread_cond_timedwait(&st->space_cv, &st->mu, &until);
             if (now_ms() >= give_up) {
                 break;
@@ -990,13 +992,7 @@ static int nats_flush(void *state, int timeout_ms, struct pgcdc_err *err)
     int64_t until = now_ms() + (timeout_ms > 0 ? timeout_ms : 0);
     pthread_mutex_lock(&st->mu);
     while (st->inflight > 0 && now_ms() < until) {
-        struct timespec ts;
-        clock_gettime(CLOCK_REALTIME, &ts);
-        ts.tv_nsec += 20 * 1000000L;
-        if (ts.tv_nsec >= 1000000000L) {
-            ts.tv_sec++;
-            ts.tv_nsec -= 1000000000L;
-        }
+        struct timespec ts = deadline_in(20);
         pthread_cond_timedwait(&st->space_cv, &st->mu, &ts);
     }
     size_t n = st->inflight;

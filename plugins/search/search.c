@@ -263,45 +263,26 @@ static const char *render_json(struct search_sink *st, const void *mp, size_t le
     return st->json;
 }
 
-/* Key values as text query parameters for the read-back. */
+/* Key values as text query parameters for the read-back (bytea in its "\\x" hex form). */
 static int param_text(const msgpack_object *v, char *dst, size_t cap)
 {
-    int n;
-    switch (v->type) {
-    case MSGPACK_OBJECT_STR:
-        n = snprintf(dst, cap, "%.*s", (int)v->via.str.size, v->via.str.ptr);
-        return n >= 0 && (size_t)n == v->via.str.size ? 0 : -1;
-    case MSGPACK_OBJECT_POSITIVE_INTEGER:
-        n = snprintf(dst, cap, "%" PRIu64, v->via.u64);
-        break;
-    case MSGPACK_OBJECT_NEGATIVE_INTEGER:
-        n = snprintf(dst, cap, "%" PRId64, v->via.i64);
-        break;
-    case MSGPACK_OBJECT_BOOLEAN:
-        n = snprintf(dst, cap, "%s", v->via.boolean ? "true" : "false");
-        break;
-    case MSGPACK_OBJECT_FLOAT64:
-    case MSGPACK_OBJECT_FLOAT32:
-        n = snprintf(dst, cap, "%.17g", v->via.f64);
-        break;
-    case MSGPACK_OBJECT_BIN: {
-        static const char hex[] = "0123456789abcdef";
-        if (2 + 2 * (size_t)v->via.bin.size >= cap) {
+    size_t off = 0;
+    if (v->type == MSGPACK_OBJECT_BIN) {
+        if (cap < 3) {
             return -1;
         }
         dst[0] = '\\';
         dst[1] = 'x';
-        for (uint32_t i = 0; i < v->via.bin.size; i++) {
-            dst[2 + 2 * i] = hex[(unsigned char)v->via.bin.ptr[i] >> 4];
-            dst[3 + 2 * i] = hex[(unsigned char)v->via.bin.ptr[i] & 15];
-        }
-        dst[2 + 2 * v->via.bin.size] = '\0';
-        return 0;
+        off = 2;
     }
-    default:
+    const char *s;
+    size_t len;
+    if (pgcdc_search_scalar_text(v, dst + off, cap - off, &s, &len) != 0 || off + len >= cap) {
         return -1;
     }
-    return n >= 0 && (size_t)n < cap ? 0 : -1;
+    memmove(dst + off, s, len);
+    dst[off + len] = '\0';
+    return 0;
 }
 
 /* The source's conninfo (host API 1.2), or NULL. */

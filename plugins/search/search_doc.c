@@ -103,7 +103,8 @@ static int put_part(char *dst, size_t cap, size_t *n, const char *s, size_t len,
     return 0;
 }
 
-static int scalar_text(const msgpack_object *v, char *tmp, size_t cap, const char **s, size_t *len)
+int pgcdc_search_scalar_text(const msgpack_object *v, char *tmp, size_t cap, const char **s,
+                             size_t *len)
 {
     int n;
     switch (v->type) {
@@ -161,7 +162,7 @@ int pgcdc_search_id(const char *const *cols, size_t ncols, const msgpack_object 
         const msgpack_object *v = pgcdc_search_col(row, cols[i], strlen(cols[i]));
         const char *s;
         size_t len;
-        if (v == NULL || scalar_text(v, tmp, sizeof tmp, &s, &len) != 0) {
+        if (v == NULL || pgcdc_search_scalar_text(v, tmp, sizeof tmp, &s, &len) != 0) {
             return -1;
         }
         if (i > 0 && put_part(dst, cap, &n, "|", 1, 0) != 0) {

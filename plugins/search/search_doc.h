@@ -48,6 +48,14 @@ const msgpack_object *pgcdc_search_col(const msgpack_object *row, const char *na
 int pgcdc_search_id(const char *const *cols, size_t ncols, const msgpack_object *row, char *dst,
                     size_t cap);
 
+/*
+ * The text of a scalar key value: a string as it is (*s points into v), numbers and booleans
+ * as PostgreSQL would print them, bytea as lowercase hex (written into tmp). 0, or -1 for
+ * nil, arrays, maps, or a value that does not fit cap.
+ */
+int pgcdc_search_scalar_text(const msgpack_object *v, char *tmp, size_t cap, const char **s,
+                             size_t *len);
+
 /* The index name for a template. Returns the length or -1 (empty, too long, or "." / ".."). */
 int pgcdc_search_index(const char *tmpl, const char *source, const char *schema, const char *table,
                        char *dst, size_t cap);
