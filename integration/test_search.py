@@ -193,6 +193,17 @@ def test_rejected_document_lands_in_the_dead_letter_store(h):
     assert rec["event"]["after"]["id"] == 13
     assert rec["reason"].startswith("400 mapper_parsing_exception: failed to parse field [n]"), rec
     p.wait_log("dead-lettered")
+    # pgcdc dlq list / show read it back.
+    import subprocess
+    from harness import pgcdc_bin
+    out = subprocess.run([str(pgcdc_bin()), "dlq", "list", "-c", str(p.config_path)],
+                         capture_output=True, text=True, timeout=30)
+    assert out.returncode == 0 and "1 record(s)" in out.stdout, out.stdout + out.stderr
+    assert "public.users c" in out.stdout and "mapper_parsing_exception" in out.stdout, out.stdout
+    out = subprocess.run([str(pgcdc_bin()), "dlq", "show", "search", "1", "-c",
+                          str(p.config_path)], capture_output=True, text=True, timeout=30)
+    shown = json.loads(out.stdout)
+    assert shown["event"]["after"]["id"] == 13 and "payload" not in shown, out.stdout
     # The checkpoint went past it: later changes flow.
     h.pg.execute("UPDATE users SET n = 0 WHERE id = 1", dbname=db)
     caught_up(h, slot)

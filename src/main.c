@@ -40,6 +40,8 @@ static void usage(FILE *f)
                "  tail     print new changes as JSON lines from a temporary slot\n"
                "           (the configured slot is not touched)\n"
                "  config-reference  print every config key (Markdown)\n"
+               "  dlq list [SINK]   the dead-letter records of the config's sinks\n"
+               "  dlq show SINK [N] record N (or all) of a sink's dead-letter store, as JSON\n"
                "  sink-check PLUGIN [SINK]  run the sink conformance kit on a plugin (.so or\n"
                "                    built-in) with its sink's config from -c FILE\n"
                "\n"
@@ -168,6 +170,13 @@ int main(int argc, char **argv)
         usage(stdout);
         return PGCDC_EXIT_OK;
     }
+    else if (strcmp(cmd, "dlq") == 0) {
+        mode = -3;
+        if (optind + 1 >= argc || optind + 4 < argc) {
+            fprintf(stderr, "pgcdc: usage: pgcdc dlq list [SINK] | dlq show SINK [N] -c FILE\n");
+            return PGCDC_EXIT_USAGE;
+        }
+    }
     else if (strcmp(cmd, "sink-check") == 0) {
         mode = -2;
         if (optind + 1 >= argc || optind + 3 < argc) {
@@ -180,7 +189,7 @@ int main(int argc, char **argv)
         usage(stderr);
         return PGCDC_EXIT_USAGE;
     }
-    if (mode != -2 && optind + 1 < argc) {
+    if (mode != -2 && mode != -3 && optind + 1 < argc) {
         fprintf(stderr, "pgcdc: unexpected argument '%s'\n", argv[optind + 1]);
         return PGCDC_EXIT_USAGE;
     }
@@ -211,7 +220,11 @@ int main(int argc, char **argv)
     pgcdc_log_setup(lvl < 0 ? PGCDC_LOG_INFO : lvl, fmt < 0 ? PGCDC_LOGFMT_AUTO : fmt);
 
     int code;
-    if (mode == -2) {
+    if (mode == -3) {
+        code = pgcdc_dlq_cli(cfg, argv[optind + 1], optind + 2 < argc ? argv[optind + 2] : NULL,
+                             optind + 3 < argc ? argv[optind + 3] : NULL);
+    }
+    else if (mode == -2) {
         code = sink_check(cfg, argv[optind + 1], optind + 2 < argc ? argv[optind + 2] : NULL);
     }
     else if (mode < 0) {

@@ -50,4 +50,7 @@ int pgcdc_engine_resolve_sink(struct pgcdc_config *cfg, size_t i,
  */
 int pgcdc_sink_check(struct pgcdc_config *cfg, size_t sink_index);
 
+/* `pgcdc dlq list [SINK]` / `pgcdc dlq show SINK [N]` (read-only); returns the exit code. */
+int pgcdc_dlq_cli(struct pgcdc_config *cfg, const char *verb, const char *sink, const char *nth);
+
 #endif
