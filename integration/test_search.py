@@ -208,8 +208,22 @@ def test_rejected_document_lands_in_the_dead_letter_store(h):
     h.pg.execute("UPDATE users SET n = 0 WHERE id = 1", dbname=db)
     caught_up(h, slot)
     assert srv.dump("public_users")["1"]["source"]["n"] == 0
+    # Replay: refused beside a running pgcdc; once it is stopped and the server accepts the
+    # document, delivered, and the store is empty.
+    replay = [str(pgcdc_bin()), "dlq", "replay", "search", "-c", str(p.config_path)]
+    out = subprocess.run(replay, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 1 and "in use by a running pgcdc" in out.stderr, out.stderr
     p.terminate()
     assert p.wait(30) == 0
+    out = subprocess.run(replay, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 65 and "0 delivered, 1 kept" in out.stdout, out.stdout + out.stderr
+    kept = json.loads(dlq.read_text())
+    assert kept["attempts"] == 2 and "mapper_parsing_exception" in kept["reason"], kept
+    srv.clear_faults()
+    out = subprocess.run(replay, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0 and "1 delivered, 0 kept" in out.stdout, out.stdout + out.stderr
+    assert dlq.read_text() == ""
+    assert srv.dump("public_users")["13"]["source"]["id"] == 13
 
 
 def test_unchanged_toast_column_stays_in_the_document(h):

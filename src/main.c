@@ -42,6 +42,7 @@ static void usage(FILE *f)
                "  config-reference  print every config key (Markdown)\n"
                "  dlq list [SINK]   the dead-letter records of the config's sinks\n"
                "  dlq show SINK [N] record N (or all) of a sink's dead-letter store, as JSON\n"
+               "  dlq replay SINK   deliver a sink's dead letters again (pgcdc stopped)\n"
                "  sink-check PLUGIN [SINK]  run the sink conformance kit on a plugin (.so or\n"
                "                    built-in) with its sink's config from -c FILE\n"
                "\n"

@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -74,6 +75,14 @@ int pgcdc_dlq_open(const char *dir, const char *sink, struct pgcdc_dlq **out, st
     }
     snprintf(d->sink, sizeof d->sink, "%s", sink);
     d->fd = open(d->path, O_RDWR | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
+    /* Held shared while pgcdc runs: `pgcdc dlq replay` takes it exclusively, so it never
+     * rewrites the file under a process that appends to it. */
+    if (d->fd >= 0 && flock(d->fd, LOCK_SH | LOCK_NB) != 0) {
+        int rc = pgcdc_err_set(err, PGCDC_EIO, "dead-letter store %s is being replayed", d->path);
+        close(d->fd);
+        free(d);
+        return rc;
+    }
     if (d->fd < 0 || drop_torn_record(d->fd) != 0) {
         int rc =
             pgcdc_err_set(err, PGCDC_EIO, "dead-letter store %s: %s", d->path, strerror(errno));

@@ -90,8 +90,18 @@ static void show_one(long n, const char *line, void *ctx)
 int pgcdc_dlq_cli(struct pgcdc_config *cfg, const char *verb, const char *sink, const char *nth)
 {
     int list = strcmp(verb, "list") == 0;
+    if (strcmp(verb, "replay") == 0 && sink != NULL) {
+        for (size_t i = 0; i < cfg->nsinks; i++) {
+            if (strcmp(cfg->sinks[i].name, sink) == 0) {
+                return pgcdc_dlq_replay(cfg, i);
+            }
+        }
+        fprintf(stderr, "pgcdc: %s has no sink named %s\n", cfg->filename, sink);
+        return PGCDC_EXIT_USAGE;
+    }
     if (!list && (strcmp(verb, "show") != 0 || sink == NULL)) {
-        fprintf(stderr, "pgcdc: usage: pgcdc dlq list [SINK] | pgcdc dlq show SINK [N] -c FILE\n");
+        fprintf(stderr, "pgcdc: usage: pgcdc dlq list [SINK] | dlq show SINK [N] | "
+                        "dlq replay SINK -c FILE\n");
         return PGCDC_EXIT_USAGE;
     }
     int found = 0, total = 0;

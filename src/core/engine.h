@@ -50,6 +50,14 @@ int pgcdc_engine_resolve_sink(struct pgcdc_config *cfg, size_t i,
  */
 int pgcdc_sink_check(struct pgcdc_config *cfg, size_t sink_index);
 
+/*
+ * `pgcdc dlq replay SINK`: deliver the sink's dead-lettered events through the sink again (the
+ * kit's host, no Postgres, no checkpoint); records acked OK leave the store, the others stay
+ * with attempts + 1 and the new reason. Refused while a running pgcdc holds the store.
+ * Exit code 0 (all delivered), 65 (some kept), 1 (not run).
+ */
+int pgcdc_dlq_replay(struct pgcdc_config *cfg, size_t sink_index);
+
 /* `pgcdc dlq list [SINK]` / `pgcdc dlq show SINK [N]` (read-only); returns the exit code. */
 int pgcdc_dlq_cli(struct pgcdc_config *cfg, const char *verb, const char *sink, const char *nth);
 

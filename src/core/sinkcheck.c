@@ -20,6 +20,8 @@
  *
  * Leaks and memory errors show when the kit runs from an ASan build (CI does).
  */
+#include <errno.h>
+#include <fcntl.h>
 #include <inttypes.h>
 #include <pthread.h>
 #include <stdarg.h>
@@ -27,10 +29,13 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <time.h>
 #include <unistd.h>
 
+#include <jansson.h>
 #include <msgpack.h>
+#include <openssl/evp.h>
 
 #include "codec/encode.h"
 #include "core/engine.h"
@@ -44,10 +49,13 @@
 
 struct kev {
     struct pgcdc_event ev;
-    char id[64];
+    char id[256];
     msgpack_sbuffer buf;
     int terminal; /* terminal acks received over all deliveries */
     int retry;    /* waiting for redelivery */
+    int status;   /* the last ack's status */
+    char reason[256];
+    char schema[128], table[128];
 };
 
 struct kbatch {
@@ -113,7 +121,6 @@ static void k_log(struct pgcdc_sink *s, int level, const char *fmt, ...)
 static void k_ack(struct pgcdc_sink *s, uint64_t batch_id, size_t first, size_t n,
                   enum pgcdc_ack status, const char *reason)
 {
-    (void)reason;
     struct kit *k = kit_of(s);
     pthread_mutex_lock(&k->mu);
     if (k->destroyed) {
@@ -158,6 +165,8 @@ static void k_ack(struct pgcdc_sink *s, uint64_t batch_id, size_t first, size_t 
                 continue;
             }
             b->acked[i] = 1;
+            e->status = (int)status;
+            snprintf(e->reason, sizeof e->reason, "%s", reason ? reason : "");
             if (status == PGCDC_ACK_RETRY) {
                 e->retry = 1;
             }
@@ -635,4 +644,257 @@ int pgcdc_sink_check(struct pgcdc_config *cfg, size_t sink_index)
     free(block);
     pgcdc_registry_unload(handle);
     return t.fail == 0 ? PGCDC_EXIT_OK : PGCDC_EXIT_RETRYABLE;
+}
+
+/* ---- pgcdc dlq replay: the kit's host and delivery loop, on dead-lettered events ---- */
+
+/* source.lsn of a payload (0 if absent). */
+static uint64_t payload_lsn(const void *p, size_t len)
+{
+    msgpack_unpacked u;
+    msgpack_unpacked_init(&u);
+    uint64_t lsn = 0;
+    if (msgpack_unpack_next(&u, p, len, NULL) == MSGPACK_UNPACK_SUCCESS &&
+        u.data.type == MSGPACK_OBJECT_MAP) {
+        for (uint32_t i = 0; i < u.data.via.map.size; i++) {
+            msgpack_object *k = &u.data.via.map.ptr[i].key, *v = &u.data.via.map.ptr[i].val;
+            if (k->type != MSGPACK_OBJECT_STR || k->via.str.size != 6 ||
+                memcmp(k->via.str.ptr, "source", 6) != 0 || v->type != MSGPACK_OBJECT_MAP) {
+                continue;
+            }
+            for (uint32_t j = 0; j < v->via.map.size; j++) {
+                msgpack_object *kk = &v->via.map.ptr[j].key, *vv = &v->via.map.ptr[j].val;
+                if (kk->type == MSGPACK_OBJECT_STR && kk->via.str.size == 3 &&
+                    memcmp(kk->via.str.ptr, "lsn", 3) == 0 &&
+                    vv->type == MSGPACK_OBJECT_POSITIVE_INTEGER) {
+                    lsn = vv->via.u64;
+                }
+            }
+        }
+    }
+    msgpack_unpacked_destroy(&u);
+    return lsn;
+}
+
+/* Rebuild event e from a dead-letter record; 0, or -1 if the record is not usable. */
+static int event_of_record(struct kev *e, json_t *rec)
+{
+    const char *id = json_string_value(json_object_get(rec, "id"));
+    const char *b64 = json_string_value(json_object_get(rec, "payload"));
+    const char *op = json_string_value(json_object_get(rec, "op"));
+    if (id == NULL || b64 == NULL || op == NULL || op[0] == '\0') {
+        return -1;
+    }
+    size_t blen = strlen(b64);
+    msgpack_sbuffer_init(&e->buf);
+    char *bin = malloc(blen / 4 * 3 + 3);
+    int n = bin ? EVP_DecodeBlock((unsigned char *)bin, (const unsigned char *)b64, (int)blen) : -1;
+    if (n < 0) {
+        free(bin);
+        return -1;
+    }
+    n -= (blen > 0 && b64[blen - 1] == '=') + (blen > 1 && b64[blen - 2] == '=');
+    msgpack_sbuffer_write(&e->buf, bin, (size_t)n);
+    free(bin);
+    snprintf(e->id, sizeof e->id, "%s", id);
+    /* the id is <source>/<commit_lsn %016X>/<index %08X> */
+    const char *a = strchr(id, '/'), *b = a ? strchr(a + 1, '/') : NULL;
+    snprintf(e->schema, sizeof e->schema, "%s",
+             json_string_value(json_object_get(rec, "schema"))
+                 ? json_string_value(json_object_get(rec, "schema"))
+                 : "");
+    snprintf(e->table, sizeof e->table, "%s",
+             json_string_value(json_object_get(rec, "table"))
+                 ? json_string_value(json_object_get(rec, "table"))
+                 : "");
+    e->ev = (struct pgcdc_event){
+        .lsn = payload_lsn(e->buf.data, e->buf.size),
+        .commit_lsn = a ? strtoull(a + 1, NULL, 16) : 0,
+        .index = b ? (uint32_t)strtoul(b + 1, NULL, 16) : 0,
+        .op = op[0],
+        .id = e->id,
+        .schema = e->schema,
+        .table = e->table,
+        .payload = e->buf.data,
+        .payload_len = e->buf.size,
+    };
+    return 0;
+}
+
+static int write_all_fd(int fd, const char *p, size_t n)
+{
+    while (n > 0) {
+        ssize_t w = write(fd, p, n);
+        if (w < 0 && errno == EINTR) {
+            continue;
+        }
+        if (w <= 0) {
+            return -1;
+        }
+        p += w;
+        n -= (size_t)w;
+    }
+    return 0;
+}
+
+int pgcdc_dlq_replay(struct pgcdc_config *cfg, size_t sink_index)
+{
+    const struct pgcdc_sink_config *sc = &cfg->sinks[sink_index];
+    char path[4200], tmp[4300];
+    snprintf(path, sizeof path, "%s/dlq/%s.jsonl", cfg->checkpoint.path, sc->name);
+    snprintf(tmp, sizeof tmp, "%s.replay", path);
+    int fd = open(path, O_RDWR | O_CLOEXEC);
+    if (fd < 0) {
+        fprintf(stderr, "pgcdc: %s: %s\n", path, strerror(errno));
+        return PGCDC_EXIT_USAGE;
+    }
+    /* A running pgcdc holds the store (core/dlq.c): replaying beside it could lose records. */
+    if (flock(fd, LOCK_EX | LOCK_NB) != 0) {
+        fprintf(stderr, "pgcdc: %s is in use by a running pgcdc: stop it, then replay\n", path);
+        close(fd);
+        return PGCDC_EXIT_RETRYABLE;
+    }
+    FILE *f = fdopen(dup(fd), "r");
+    json_t *recs = json_array();
+    char *line = NULL;
+    size_t lcap = 0;
+    ssize_t len;
+    while (f != NULL && (len = getline(&line, &lcap, f)) > 0 && line[len - 1] == '\n') {
+        json_t *r = json_loadb(line, (size_t)len, 0, NULL);
+        json_array_append_new(recs, r ? r : json_stringn(line, (size_t)len - 1));
+    }
+    free(line);
+    if (f != NULL) {
+        fclose(f);
+    }
+    size_t total = json_array_size(recs), delivered = 0, kept = 0;
+    if (total == 0) {
+        printf("%s: no records\n", path);
+        json_decref(recs);
+        close(fd);
+        return PGCDC_EXIT_OK;
+    }
+    const struct pgcdc_sink_plugin *pl = NULL;
+    void *handle = NULL, *block = NULL, *state = NULL;
+    struct pgcdc_err err = {0};
+    struct kit *k = calloc(1, sizeof *k);
+    int rc = k ? pgcdc_engine_resolve_sink(cfg, sink_index, &pl, &handle, &block, &err) : -1;
+    if (rc == 0 && strcmp(pl->name, "nats") == 0) {
+        /* The NATS sink skips events at or before the stream's stored position (its exactly-
+         * once rule), which every dead letter is: a replay would report them delivered. */
+        snprintf(err.msg, sizeof err.msg,
+                 "replay is not supported for NATS sinks: an event dead-lettered there is older "
+                 "than what the stream holds; republish it from `pgcdc dlq show` output");
+        rc = PGCDC_ECONFIG;
+    }
+    if (rc == 0) {
+        k->batches = calloc(MAX_BATCHES, sizeof *k->batches);
+        k->pl = pl;
+        k->config = block;
+        k->next_id = 1;
+        pthread_mutex_init(&k->mu, NULL);
+        pthread_cond_init(&k->cv, NULL);
+        rc = k->batches ? init_instance(k, &state, &err) : PGCDC_ENOMEM;
+        int64_t until = now_ms() + 15000;
+        while (rc == 0 && pl->start != NULL && (rc = pl->start(state, &err)) != 0 &&
+               now_ms() < until) {
+            usleep(200000);
+            rc = 0;
+            memset(&err, 0, sizeof err);
+            if (now_ms() >= until) {
+                rc = PGCDC_EIO;
+            }
+        }
+    }
+    if (rc != 0) {
+        fprintf(stderr, "pgcdc: sink %s: %s\n", sc->name, err.msg[0] ? err.msg : "cannot start");
+        if (pl != NULL && k != NULL) {
+            pl->destroy(state);
+        }
+        free(block);
+        pgcdc_registry_unload(handle);
+        if (k != NULL) {
+            free(k->batches);
+        }
+        free(k);
+        json_decref(recs);
+        close(fd);
+        return PGCDC_EXIT_RETRYABLE;
+    }
+    /* Deliver in chunks; a record whose event is acked OK leaves the store. */
+    for (size_t off = 0; off < total; off += MAX_EVENTS) {
+        size_t n = total - off < MAX_EVENTS ? total - off : MAX_EVENTS;
+        size_t use[MAX_EVENTS], nuse = 0;
+        k->nev = 0;
+        k->nb = 0;
+        memset(k->evs, 0, sizeof k->evs);
+        for (size_t i = 0; i < n; i++) {
+            json_t *r = json_array_get(recs, off + i);
+            if (json_is_object(r) && event_of_record(&k->evs[k->nev], r) == 0) {
+                use[k->nev++] = off + i;
+            }
+            else {
+                kept++; /* not a record pgcdc can replay: kept as it is */
+            }
+        }
+        nuse = k->nev;
+        char why[256] = "";
+        run_round(k, state, 32, why, sizeof why);
+        for (size_t i = 0; i < nuse; i++) {
+            json_t *r = json_array_get(recs, use[i]);
+            struct kev *e = &k->evs[i];
+            if (e->terminal > 0 && e->status == PGCDC_ACK_OK) {
+                json_object_set_new(r, "replayed", json_true());
+                delivered++;
+            }
+            else {
+                json_int_t a = json_integer_value(json_object_get(r, "attempts"));
+                json_object_set_new(r, "attempts", json_integer(a + 1));
+                json_object_set_new(r, "reason", json_string(e->reason[0] ? e->reason : why));
+                kept++;
+            }
+            msgpack_sbuffer_destroy(&e->buf);
+        }
+    }
+    if (pl->flush != NULL) {
+        pl->flush(state, 5000, &err);
+    }
+    if (pl->stop != NULL) {
+        pl->stop(state);
+    }
+    pl->destroy(state);
+    /* What stays, written beside the store and renamed over it. */
+    int out = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    int ok = out >= 0;
+    for (size_t i = 0; ok && i < total; i++) {
+        json_t *r = json_array_get(recs, i);
+        if (json_is_true(json_object_get(r, "replayed"))) {
+            continue;
+        }
+        char *s = json_is_string(r) ? strdup(json_string_value(r))
+                                    : json_dumps(r, JSON_COMPACT | JSON_PRESERVE_ORDER);
+        ok = s != NULL && write_all_fd(out, s, strlen(s)) == 0 && write_all_fd(out, "\n", 1) == 0;
+        free(s);
+    }
+    ok = ok && fsync(out) == 0;
+    if (out >= 0) {
+        close(out);
+    }
+    ok = ok && rename(tmp, path) == 0;
+    if (!ok) {
+        fprintf(stderr, "pgcdc: rewriting %s: %s (the store is unchanged)\n", path,
+                strerror(errno));
+        unlink(tmp);
+    }
+    printf("%s: %zu record(s) replayed through sink %s: %zu delivered, %zu kept\n", path, total,
+           sc->name, ok ? delivered : 0, ok ? kept : total);
+    pthread_cond_destroy(&k->cv);
+    pthread_mutex_destroy(&k->mu);
+    free(k->batches);
+    free(k);
+    free(block);
+    pgcdc_registry_unload(handle);
+    json_decref(recs);
+    close(fd);
+    return ok ? (kept == 0 ? PGCDC_EXIT_OK : PGCDC_EXIT_POISON) : PGCDC_EXIT_RETRYABLE;
 }
