@@ -225,12 +225,9 @@ static int flight_take(struct nats_sink *st, uint64_t seq, struct flight *out)
 /* ---- acks ---- */
 
 /* Classify a failed publish: 1 retry (and recover), 0 drop (poison). */
-static int retryable(natsStatus s, jsErrCode code)
+static int retryable(natsStatus s)
 {
-    if (code == JSStreamMessageExceedsMaximumErr || s == NATS_MAX_PAYLOAD) {
-        return 0;
-    }
-    return 1;
+    return s != NATS_MAX_PAYLOAD;
 }
 
 /* The integer after `"key":` in a small JSON text, or -1. */
@@ -958,14 +955,14 @@ static int nats_deliver(void *state, const struct pgcdc_batch *b, struct pgcdc_e
             struct flight f;
             pthread_mutex_lock(&st->mu);
             int mine = flight_take(st, seq, &f) == 0;
-            if (retryable(s, 0)) {
+            if (retryable(s)) {
                 st->failing = 1;
             }
             pthread_mutex_unlock(&st->mu);
             if (!mine) {
                 break; /* the sweeper timed it out and acked it already */
             }
-            if (!retryable(s, 0)) {
+            if (!retryable(s)) {
                 st->host->ack(st->h, b->id, i, 1, PGCDC_ACK_DROP, natsStatus_GetText(s));
                 continue;
             }

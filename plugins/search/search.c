@@ -86,12 +86,12 @@ static const struct pgcdc_config_key search_keys[] = {
     {PGCDC_CFG_END, NULL, NULL, 0, 0, NULL},
 };
 
-/* One bulk item: which event of the batch it belongs to, and which of its actions. */
+/* One bulk item: which event of the batch it belongs to, and which of its actions (the
+ * response's own action key tells a delete from an index). */
 enum { ACT_OLD = 1, ACT_MAIN = 2 }; /* delete of the old id (key change); the event's own */
 
 struct item {
     uint32_t event;
-    uint8_t is_delete;
     uint8_t act;
 };
 
@@ -518,12 +518,12 @@ static void set_result(struct search_sink *st, size_t ev, enum pgcdc_search_outc
     }
 }
 
-static int add_item(struct search_sink *st, uint32_t ev, int is_delete, int act)
+static int add_item(struct search_sink *st, uint32_t ev, int act)
 {
     if (grow((void **)&st->items, &st->itemcap, st->nitems + 1, sizeof *st->items) != 0) {
         return -1;
     }
-    st->items[st->nitems++] = (struct item){ev, (uint8_t)is_delete, (uint8_t)act};
+    st->items[st->nitems++] = (struct item){ev, (uint8_t)act};
     return 0;
 }
 
@@ -679,7 +679,7 @@ static int render_event(struct search_sink *st, const struct pgcdc_batch *b, uin
     if (ev->op == PGCDC_OP_DELETE) {
         if ((st->done[i] & ACT_MAIN) == 0 &&
             (pgcdc_search_action(&st->body, "delete", index, id, (size_t)idlen, se.lsn) != 0 ||
-             add_item(st, i, 1, ACT_MAIN) != 0)) {
+             add_item(st, i, ACT_MAIN) != 0)) {
             return -1;
         }
         return 0;
@@ -691,7 +691,7 @@ static int render_event(struct search_sink *st, const struct pgcdc_batch *b, uin
     if (oldlen > 0 && (oldlen != idlen || memcmp(old, id, (size_t)idlen) != 0) &&
         (st->done[i] & ACT_OLD) == 0) {
         if (pgcdc_search_action(&st->body, "delete", index, old, (size_t)oldlen, se.lsn) != 0 ||
-            add_item(st, i, 1, ACT_OLD) != 0) {
+            add_item(st, i, ACT_OLD) != 0) {
             return -1;
         }
     }
@@ -710,7 +710,7 @@ static int render_event(struct search_sink *st, const struct pgcdc_batch *b, uin
     if (json == NULL ||
         pgcdc_search_action(&st->body, "index", index, id, (size_t)idlen, se.lsn) != 0 ||
         pgcdc_sbuf_put(&st->body, json, jl) != 0 || pgcdc_sbuf_put(&st->body, "\n", 1) != 0 ||
-        add_item(st, i, 0, ACT_MAIN) != 0) {
+        add_item(st, i, ACT_MAIN) != 0) {
         return -1;
     }
     return 0;

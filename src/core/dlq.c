@@ -26,7 +26,6 @@ struct pgcdc_dlq {
     char sink[64];
     char *buf; /* one record, reused */
     size_t cap;
-    unsigned long long appended;
 };
 
 /* Cut a record a crash left without its newline (it was never fsynced as a whole). */
@@ -141,8 +140,8 @@ static int put_raw(struct pgcdc_dlq *d, size_t *len, const char *s, size_t n)
     return 0;
 }
 
-static int render(struct pgcdc_dlq *d, const char *sink, const struct pgcdc_event *ev,
-                  unsigned attempts, const char *reason, size_t *out)
+static int render(struct pgcdc_dlq *d, const struct pgcdc_event *ev, unsigned attempts,
+                  const char *reason, size_t *out)
 {
     struct timespec ts;
     clock_gettime(CLOCK_REALTIME, &ts);
@@ -157,7 +156,7 @@ static int render(struct pgcdc_dlq *d, const char *sink, const struct pgcdc_even
     char num[32];
     snprintf(num, sizeof num, ",\"attempts\":%u,\"reason\":", attempts);
     size_t len = 0;
-    if (put_raw(d, &len, head, (size_t)hn) != 0 || put_str(d, &len, sink) != 0 ||
+    if (put_raw(d, &len, head, (size_t)hn) != 0 || put_str(d, &len, d->sink) != 0 ||
         put_raw(d, &len, ",\"id\":", 6) != 0 || put_str(d, &len, ev->id) != 0 ||
         put_raw(d, &len, ",\"schema\":", 10) != 0 || put_str(d, &len, ev->schema) != 0 ||
         put_raw(d, &len, ",\"table\":", 9) != 0 || put_str(d, &len, ev->table) != 0 ||
@@ -191,7 +190,7 @@ int pgcdc_dlq_append(struct pgcdc_dlq *d, const struct pgcdc_event *ev, unsigned
 {
     pthread_mutex_lock(&d->mu);
     size_t len = 0;
-    if (render(d, d->sink, ev, attempts, reason, &len) != 0) {
+    if (render(d, ev, attempts, reason, &len) != 0) {
         pthread_mutex_unlock(&d->mu);
         return pgcdc_err_set(err, PGCDC_ENOMEM, "out of memory writing a dead letter");
     }
@@ -220,17 +219,8 @@ int pgcdc_dlq_append(struct pgcdc_dlq *d, const struct pgcdc_event *ev, unsigned
         pthread_mutex_unlock(&d->mu);
         return pgcdc_err_set(err, PGCDC_EIO, "fsync %s: %s", d->path, strerror(e));
     }
-    d->appended++;
     pthread_mutex_unlock(&d->mu);
     return 0;
-}
-
-unsigned long long pgcdc_dlq_appended(struct pgcdc_dlq *d)
-{
-    pthread_mutex_lock(&d->mu);
-    unsigned long long n = d->appended;
-    pthread_mutex_unlock(&d->mu);
-    return n;
 }
 
 const char *pgcdc_dlq_path(const struct pgcdc_dlq *d)

@@ -34,9 +34,6 @@ int pgcdc_dlq_open(const char *dir, const char *sink, struct pgcdc_dlq **out,
 int pgcdc_dlq_append(struct pgcdc_dlq *d, const struct pgcdc_event *ev, unsigned attempts,
                      const char *reason, struct pgcdc_err *err);
 
-/* Records appended since open (for metrics and logs). */
-unsigned long long pgcdc_dlq_appended(struct pgcdc_dlq *d);
-
 const char *pgcdc_dlq_path(const struct pgcdc_dlq *d);
 
 void pgcdc_dlq_close(struct pgcdc_dlq *d);

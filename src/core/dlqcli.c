@@ -104,7 +104,7 @@ int pgcdc_dlq_cli(struct pgcdc_config *cfg, const char *verb, const char *sink, 
                         "dlq replay SINK -c FILE\n");
         return PGCDC_EXIT_USAGE;
     }
-    int found = 0, total = 0;
+    int found = 0;
     for (size_t i = 0; i < cfg->nsinks; i++) {
         const struct pgcdc_sink_config *sc = &cfg->sinks[i];
         if (sink != NULL && strcmp(sc->name, sink) != 0) {
@@ -133,12 +133,10 @@ int pgcdc_dlq_cli(struct pgcdc_config *cfg, const char *verb, const char *sink, 
             printf("  (the last record was cut short by a crash; its event was not released and "
                    "is dead-lettered again when pgcdc next runs)\n");
         }
-        total += n > 0 ? (int)n : 0;
     }
     if (!found) {
         fprintf(stderr, "pgcdc: %s has no sink named %s\n", cfg->filename, sink);
         return PGCDC_EXIT_USAGE;
     }
-    (void)total;
     return PGCDC_EXIT_OK;
 }

@@ -188,11 +188,6 @@ static int64_t jittered_backoff(const struct pgcdc_source_config *sc, unsigned a
 
 /* ---- sinks ---- */
 
-/*
- * Find sink i's plugin (built-in or .so), validate it, and fill its config block from the
- * sink's mapping. Used by run and check alike. *block is malloc'd; *handle is a dlopen
- * handle or NULL.
- */
 const char *pgcdc_plugin_dir(void)
 {
     const char *env = getenv("PGCDC_PLUGIN_DIR");
@@ -206,6 +201,11 @@ static int plugin_in_dir(const char *type, char *path, size_t cap)
     return access(path, F_OK) == 0;
 }
 
+/*
+ * Find sink i's plugin (built-in or .so), validate it, and fill its config block from the
+ * sink's mapping. Used by run and check alike. *block is malloc'd; *handle is a dlopen
+ * handle or NULL.
+ */
 int pgcdc_engine_resolve_sink(struct pgcdc_config *cfg, size_t i,
                               const struct pgcdc_sink_plugin **out, void **handle, void **block,
                               struct pgcdc_err *err)
@@ -808,7 +808,7 @@ static int stream(struct engine *e, struct pgcdc_err *err)
          * stream is busy or the pipeline full, for then the poll runs on a BUSY_POLL_MS timer
          * anyway, and a wake-up per ack would also break up the socket's low-water-mark
          * batching (DESIGN §11). Armed, then re-checked: a release in between is not lost. */
-        int want = draining || !(e->lowat_busy > 0 || !can_read);
+        int want = draining || (e->lowat_busy <= 0 && can_read);
         pgcdc_pipeline_arm_wake(e->pipe, want);
         if (want) {
             uint64_t was = e->flush_lsn;

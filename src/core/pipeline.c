@@ -183,12 +183,9 @@ static void wake_source(struct pgcdc_pipeline *p)
  */
 static void wake_source_released(struct pgcdc_pipeline *p)
 {
-    if (atomic_load(&p->wake_armed) == 0 || atomic_exchange(&p->wake_armed, 0) == 0) {
-        return;
+    if (atomic_load(&p->wake_armed) != 0 && atomic_exchange(&p->wake_armed, 0) != 0) {
+        wake_source(p);
     }
-    uint64_t one = 1;
-    ssize_t n = write(p->wake_fd, &one, sizeof one);
-    (void)n; /* EAGAIN: the counter is already non-zero, the source will wake */
 }
 
 static void set_failed(struct pgcdc_pipeline *p, int rc, const char *fmt, ...)
@@ -634,13 +631,9 @@ static void host_ack(struct pgcdc_sink *s, uint64_t batch_id, size_t first, size
                 dead++;
                 break;
             }
-            if (s->dlq != NULL) {
-                set_failed(p, PGCDC_EPOISON, "sink %s cannot deliver event %s (%s) and %s", s->name,
-                           sl->ev.id, reason ? reason : "dropped", derr.msg);
-                break;
-            }
-            set_failed(p, PGCDC_EPOISON, "sink %s cannot deliver event %s: %s", s->name, sl->ev.id,
-                       reason ? reason : "dropped");
+            set_failed(p, PGCDC_EPOISON, "sink %s cannot deliver event %s: %s%s%s", s->name,
+                       sl->ev.id, reason ? reason : "dropped", derr.msg[0] ? "; and " : "",
+                       derr.msg);
             break;
         }
         default:

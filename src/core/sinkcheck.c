@@ -477,6 +477,46 @@ static int init_instance(struct kit *k, void **state, struct pgcdc_err *err)
     return k->pl->init((struct pgcdc_sink *)(void *)k, &kit_host, k->config, state, err);
 }
 
+/* A kit for plugin pl and its config block; a CLI, so out of memory ends the process. */
+static struct kit *kit_new(const struct pgcdc_sink_plugin *pl, const void *block)
+{
+    struct kit *k = calloc(1, sizeof *k);
+    if (k == NULL || (k->batches = calloc(MAX_BATCHES, sizeof *k->batches)) == NULL) {
+        fprintf(stderr, "pgcdc: out of memory\n");
+        exit(PGCDC_EXIT_RETRYABLE);
+    }
+    k->pl = pl;
+    k->config = block;
+    k->next_id = 1;
+    pthread_mutex_init(&k->mu, NULL);
+    pthread_cond_init(&k->cv, NULL);
+    return k;
+}
+
+static void kit_free(struct kit *k)
+{
+    pthread_cond_destroy(&k->cv);
+    pthread_mutex_destroy(&k->mu);
+    free(k->batches);
+    free(k);
+}
+
+/* init, then start retried for up to 15 s as the core's lane would; 0 or the error. */
+static int kit_start(struct kit *k, void **state, struct pgcdc_err *err)
+{
+    int rc = init_instance(k, state, err);
+    int64_t until = now_ms() + 15000;
+    while (rc == 0 && k->pl->start != NULL) {
+        memset(err, 0, sizeof *err);
+        rc = k->pl->start(*state, err);
+        if (rc == 0 || now_ms() >= until) {
+            break;
+        }
+        usleep(200000);
+    }
+    return rc;
+}
+
 int pgcdc_sink_check(struct pgcdc_config *cfg, size_t sink_index)
 {
     struct tally t = {0};
@@ -494,17 +534,7 @@ int pgcdc_sink_check(struct pgcdc_config *cfg, size_t sink_index)
     result(&t, 1, "descriptor", "%s %s (ABI %u.%u, %u-byte descriptor), config of sink '%s' valid",
            pl->name, pl->version ? pl->version : "", pl->abi_major, pl->abi_minor, pl->size, name);
 
-    struct kit *k = calloc(1, sizeof *k);
-    k->batches = calloc(MAX_BATCHES, sizeof *k->batches);
-    if (k == NULL || k->batches == NULL) {
-        fprintf(stderr, "pgcdc: out of memory\n");
-        exit(PGCDC_EXIT_RETRYABLE);
-    }
-    k->pl = pl;
-    k->config = block;
-    k->next_id = 1;
-    pthread_mutex_init(&k->mu, NULL);
-    pthread_cond_init(&k->cv, NULL);
+    struct kit *k = kit_new(pl, block);
     k->nev = 60;
     for (size_t i = 0; i < k->nev; i++) {
         make_event(&k->evs[i], i);
@@ -513,16 +543,8 @@ int pgcdc_sink_check(struct pgcdc_config *cfg, size_t sink_index)
 
     /* lifecycle */
     void *state = NULL;
-    rc = init_instance(k, &state, &err);
-    int started = 0;
-    if (rc == 0 && pl->start != NULL) {
-        int64_t until = now_ms() + 15000;
-        do {
-            memset(&err, 0, sizeof err);
-            rc = pl->start(state, &err);
-        } while (rc != 0 && now_ms() < until && (usleep(200000), 1));
-    }
-    started = rc == 0;
+    rc = kit_start(k, &state, &err);
+    int started = rc == 0;
     result(&t, started, "lifecycle", "%s%s", started ? "init and start succeeded" : "failed: ",
            started ? "" : (err.msg[0] ? err.msg : pgcdc_strerror(rc)));
 
@@ -530,16 +552,14 @@ int pgcdc_sink_check(struct pgcdc_config *cfg, size_t sink_index)
         /* ack-contract: batches of 16, then what came back as RETRY */
         rc = run_round(k, state, 16, why, sizeof why);
         unsigned nv = take_violations(k, v, sizeof v);
-        size_t terminal = 0, twice = 0;
+        size_t terminal = 0;
         for (size_t i = 0; i < k->nev; i++) {
             terminal += k->evs[i].terminal == 1;
-            twice += k->evs[i].terminal > 1;
         }
         int ok = rc == 0 && nv == 0 && terminal == k->nev;
         result(&t, ok, "ack-contract", "%zu/%zu events with exactly one terminal ack%s%s%s%s",
                terminal, k->nev, rc != 0 ? "; " : "", rc != 0 ? why : "", nv ? "; violation: " : "",
                nv ? v : "");
-        (void)twice;
 
         /* threads: informative, plus no violations */
         pthread_mutex_lock(&k->mu);
@@ -637,10 +657,7 @@ int pgcdc_sink_check(struct pgcdc_config *cfg, size_t sink_index)
     for (size_t i = 0; i < k->nev; i++) {
         msgpack_sbuffer_destroy(&k->evs[i].buf);
     }
-    pthread_cond_destroy(&k->cv);
-    pthread_mutex_destroy(&k->mu);
-    free(k->batches);
-    free(k);
+    kit_free(k);
     free(block);
     pgcdc_registry_unload(handle);
     return t.fail == 0 ? PGCDC_EXIT_OK : PGCDC_EXIT_RETRYABLE;
@@ -777,8 +794,7 @@ int pgcdc_dlq_replay(struct pgcdc_config *cfg, size_t sink_index)
     const struct pgcdc_sink_plugin *pl = NULL;
     void *handle = NULL, *block = NULL, *state = NULL;
     struct pgcdc_err err = {0};
-    struct kit *k = calloc(1, sizeof *k);
-    int rc = k ? pgcdc_engine_resolve_sink(cfg, sink_index, &pl, &handle, &block, &err) : -1;
+    int rc = pgcdc_engine_resolve_sink(cfg, sink_index, &pl, &handle, &block, &err);
     if (rc == 0 && strcmp(pl->name, "nats") == 0) {
         /* The NATS sink skips events at or before the stream's stored position (its exactly-
          * once rule), which every dead letter is: a replay would report them delivered. */
@@ -787,36 +803,17 @@ int pgcdc_dlq_replay(struct pgcdc_config *cfg, size_t sink_index)
                  "than what the stream holds; republish it from `pgcdc dlq show` output");
         rc = PGCDC_ECONFIG;
     }
-    if (rc == 0) {
-        k->batches = calloc(MAX_BATCHES, sizeof *k->batches);
-        k->pl = pl;
-        k->config = block;
-        k->next_id = 1;
-        pthread_mutex_init(&k->mu, NULL);
-        pthread_cond_init(&k->cv, NULL);
-        rc = k->batches ? init_instance(k, &state, &err) : PGCDC_ENOMEM;
-        int64_t until = now_ms() + 15000;
-        while (rc == 0 && pl->start != NULL && (rc = pl->start(state, &err)) != 0 &&
-               now_ms() < until) {
-            usleep(200000);
-            rc = 0;
-            memset(&err, 0, sizeof err);
-            if (now_ms() >= until) {
-                rc = PGCDC_EIO;
-            }
-        }
+    struct kit *k = rc == 0 ? kit_new(pl, block) : NULL;
+    if (rc == 0 && (rc = kit_start(k, &state, &err)) != 0) {
+        pl->destroy(state);
     }
     if (rc != 0) {
         fprintf(stderr, "pgcdc: sink %s: %s\n", sc->name, err.msg[0] ? err.msg : "cannot start");
-        if (pl != NULL && k != NULL) {
-            pl->destroy(state);
+        if (k != NULL) {
+            kit_free(k);
         }
         free(block);
         pgcdc_registry_unload(handle);
-        if (k != NULL) {
-            free(k->batches);
-        }
-        free(k);
         json_decref(recs);
         close(fd);
         return PGCDC_EXIT_RETRYABLE;
@@ -824,7 +821,7 @@ int pgcdc_dlq_replay(struct pgcdc_config *cfg, size_t sink_index)
     /* Deliver in chunks; a record whose event is acked OK leaves the store. */
     for (size_t off = 0; off < total; off += MAX_EVENTS) {
         size_t n = total - off < MAX_EVENTS ? total - off : MAX_EVENTS;
-        size_t use[MAX_EVENTS], nuse = 0;
+        size_t use[MAX_EVENTS];
         k->nev = 0;
         k->nb = 0;
         memset(k->evs, 0, sizeof k->evs);
@@ -837,10 +834,9 @@ int pgcdc_dlq_replay(struct pgcdc_config *cfg, size_t sink_index)
                 kept++; /* not a record pgcdc can replay: kept as it is */
             }
         }
-        nuse = k->nev;
         char why[256] = "";
         run_round(k, state, 32, why, sizeof why);
-        for (size_t i = 0; i < nuse; i++) {
+        for (size_t i = 0; i < k->nev; i++) {
             json_t *r = json_array_get(recs, use[i]);
             struct kev *e = &k->evs[i];
             if (e->terminal > 0 && e->status == PGCDC_ACK_OK) {
@@ -888,10 +884,7 @@ int pgcdc_dlq_replay(struct pgcdc_config *cfg, size_t sink_index)
     }
     printf("%s: %zu record(s) replayed through sink %s: %zu delivered, %zu kept\n", path, total,
            sc->name, ok ? delivered : 0, ok ? kept : total);
-    pthread_cond_destroy(&k->cv);
-    pthread_mutex_destroy(&k->mu);
-    free(k->batches);
-    free(k);
+    kit_free(k);
     free(block);
     pgcdc_registry_unload(handle);
     json_decref(recs);
