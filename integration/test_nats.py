@@ -25,22 +25,35 @@ TIMEOUT = 300
 
 
 class Sampler(threading.Thread):
-    """(confirmed_flush_lsn, stream message count) every 100 ms, lsn read first."""
+    """(confirmed_flush_lsn, stream message count) every 100 ms, lsn read first.
 
-    def __init__(self, pg, slot, monitor_node, stream):
+    In a cluster every node's /jsz shows its own replica, and a follower applies committed
+    entries some time after the leader acked them: one follower's count is a lower bound of
+    what is stored, not the stream's state. No replica holds an uncommitted message, so the
+    largest count over the nodes that answer is still a lower bound, and it includes the
+    leader's, which holds every acked message."""
+
+    def __init__(self, pg, slot, monitor_nodes, stream):
         super().__init__(daemon=True)
-        self.pg, self.slot, self.node, self.stream = pg, slot, monitor_node, stream
+        self.pg, self.slot, self.nodes, self.stream = pg, slot, monitor_nodes, stream
         self.samples = []
         self.skipped = 0
         self.stop_ev = threading.Event()
 
-    def stream_count(self):
-        st, body = harness.http_get(f"{self.node.monitor_url}/jsz?streams=true", 0.5)
-        for acc in json.loads(body).get("account_details", []):
-            for s in acc.get("stream_detail", []):
-                if s["name"] == self.stream:
-                    return s["state"]["messages"]
+    def node_count(self, node):
+        try:
+            st, body = harness.http_get(f"{node.monitor_url}/jsz?streams=true", 0.5)
+            for acc in json.loads(body).get("account_details", []):
+                for s in acc.get("stream_detail", []):
+                    if s["name"] == self.stream:
+                        return s["state"]["messages"]
+        except Exception:  # a paused or dead node
+            pass
         return None  # not listed (yet): a restarted server is still loading its streams
+
+    def stream_count(self):
+        counts = [c for c in (self.node_count(n) for n in self.nodes) if c is not None]
+        return max(counts) if counts else None
 
     def run(self):
         conn = psycopg2.connect(self.pg.dsn())
@@ -106,7 +119,7 @@ def verdict(messages, writer):
 
 
 def run_scenario(h, fault, n_txn=3000, node=None, url=None, sink_kw=None, start_nats=True,
-                 name="nf"):
+                 name="nf", monitor=None):
     """Ledger workload into JetStream with `fault(p, nats)` applied mid-way; full verdict."""
     nats = node or (h.start_nats(name=h.unique("nats")) if start_nats else None)
     db = setup_ledger(h, name)
@@ -116,7 +129,7 @@ def run_scenario(h, fault, n_txn=3000, node=None, url=None, sink_kw=None, start_
                       sinks=[nats_sink(url or nats.url, **(sink_kw or {}))])
     p = h.pgcdc(cfg)
     p.wait_log("streaming from slot")
-    sampler = Sampler(h.pg, slot, nats, stream)
+    sampler = Sampler(h.pg, slot, monitor or [nats], stream)
     sampler.start()
     w = Writer(h.pg.dsn(db), n_txn, seed=n_txn)
     w.start()
@@ -278,7 +291,7 @@ def test_r3_cluster_survives_a_node_kill(h):
         assert w.is_alive(), "the writer finished before the kill"
         cluster.nodes[2].kill()
     run_scenario(h, fault, n_txn=12000, node=cluster.nodes[0], url=cluster.urls,
-                 sink_kw={"stream_replicas": 3}, name="r3")
+                 sink_kw={"stream_replicas": 3}, name="r3", monitor=cluster.nodes)
 
 
 # ---- poison, core NATS, check ----
