@@ -21,11 +21,12 @@ SECRET = "wh-s3cret-\u00e9"
 class Receiver:
     """POSTs are checked (signature, headers) and recorded; faults are injected by rule."""
 
-    def __init__(self, secret=SECRET, fail_first=0, p500=0.0, refuse_id=None, seed=1,
-                 source="app"):
+    def __init__(self, secret=SECRET, fail_first=0, p503=0.0, refuse_id=None, seed=1,
+                 source="app", fail_id=None):
         self.source = source
         self.secret = secret.encode() if secret else None
-        self.fail_first, self.p500, self.refuse_id = fail_first, p500, refuse_id
+        self.fail_first, self.p503, self.refuse_id = fail_first, p503, refuse_id
+        self.fail_id = fail_id  # answer 500 to every request that holds this row id
         self.rng = random.Random(seed)
         self.lock = threading.Lock()
         self.events = []         # every event received in a 2xx'd request, in order
@@ -79,7 +80,12 @@ class Receiver:
                     headers["X-Pgcdc-First-Id"] != events[0]["id"] or
                     headers["X-Pgcdc-Last-Id"] != events[-1]["id"]):
                 self.bad_headers.append(dict(headers))
-            if self.requests <= self.fail_first or self.rng.random() < self.p500:
+            if self.requests <= self.fail_first:
+                return self.answer(500)  # counted: attempts of the events in it
+            if self.rng.random() < self.p503:
+                return self.answer(503)  # unavailable: waited for, not counted
+            if self.fail_id is not None and any(
+                    (e.get("after") or {}).get("id") == self.fail_id for e in events):
                 return self.answer(500)
             if self.refuse_id is not None and any(
                     (e.get("after") or {}).get("id") == self.refuse_id for e in events):
@@ -108,7 +114,8 @@ def setup(h, rcv, **kw):
     secret_file.write_text(SECRET + "\n")
     secret_file.chmod(0o600)
     sink = {"name": "hook", "type": "webhook", "url": rcv.url, "secret_file": str(secret_file),
-            "retry_min": "50ms", "retry_max": "300ms", "batch_events": 50, "on_poison": "dlq"}
+            "retry_min": "50ms", "retry_max": "300ms", "retry_backoff": "50ms",
+            "batch_events": 50, "on_poison": "dlq"}
     sink.update(kw)
     cfg = make_config(h.pg.dsn(db), slot, slot, tables=["public.t"], sinks=[sink])
     return db, slot, cfg
@@ -125,7 +132,9 @@ def rows(events):
 
 
 def test_every_event_arrives_signed_and_500s_are_retried(h):
-    rcv = Receiver(fail_first=3, p500=0.3, seed=4)
+    # Three 500s (attempts 1-3 of the first batch, under max_attempts 4), then 30% of the
+    # requests answered 503, which are never counted: nothing may be given up.
+    rcv = Receiver(fail_first=3, p503=0.3, seed=4)
     try:
         db, slot, cfg = setup(h, rcv)
         p = h.pgcdc(cfg)
@@ -138,7 +147,9 @@ def test_every_event_arrives_signed_and_500s_are_retried(h):
         caught_up(h, slot, 90)
         got = rows(rcv.events)
         assert rcv.bad_signatures == 0 and not rcv.bad_headers, rcv.bad_headers[:1]
-        assert rcv.answered.get(500, 0) >= 3, rcv.answered
+        assert rcv.answered.get(500, 0) == 3 and rcv.answered.get(503, 0) > 3, rcv.answered
+        dlq = p.dir / "state" / "dlq" / "hook.jsonl"
+        assert not dlq.exists() or dlq.stat().st_size == 0, dlq.read_text()[:500]
         ids = [e["id"] for e in got]
         # Every change arrived; a retried batch only repeats what was refused as a whole.
         assert len(set(ids)) == len(ids) == 1000 + 100 + 10, (len(ids), len(set(ids)))
@@ -170,6 +181,30 @@ def test_refused_event_is_isolated_and_dead_lettered(h):
         recs = [json.loads(x) for x in dlq.read_text().splitlines()]
         assert len(recs) == 1 and recs[0]["event"]["after"]["id"] == 37, recs
         assert recs[0]["reason"].startswith("HTTP 422"), recs[0]["reason"]
+        p.terminate()
+        assert p.wait(30) == 0
+    finally:
+        rcv.stop()
+
+
+def test_500s_for_one_event_give_it_up_after_max_attempts_alone(h):
+    """A batch answered 500 is retried as a whole; its last attempt goes event by event, so
+    only the event that keeps failing is dead-lettered, after exactly max_attempts."""
+    rcv = Receiver(fail_id=37)
+    try:
+        db, slot, cfg = setup(h, rcv, max_attempts=3)
+        p = h.pgcdc(cfg)
+        p.wait_log("streaming from slot")
+        h.pg.execute("INSERT INTO t SELECT g, 'x' FROM generate_series(1, 100) g", dbname=db)
+        caught_up(h, slot)
+        got = sorted(e["after"]["id"] for e in rows(rcv.events))
+        assert got == [i for i in range(1, 101) if i != 37]
+        recs = [json.loads(x) for x in
+                (p.dir / "state" / "dlq" / "hook.jsonl").read_text().splitlines()]
+        assert len(recs) == 1 and recs[0]["event"]["after"]["id"] == 37, recs
+        assert recs[0]["attempts"] == 3, recs[0]
+        assert recs[0]["reason"].startswith("gave up after 3 attempts: HTTP 500"), recs[0]
+        assert "attempt 3 of 3" in p.log_tail(200)
         p.terminate()
         assert p.wait(30) == 0
     finally:

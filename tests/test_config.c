@@ -40,6 +40,12 @@ static const char *const common_keys[] = {
     "max_inflight_batches",
     "retry_min",
     "retry_max",
+    "max_attempts",
+    "retry_backoff",
+    "rate_events",
+    "rate_events_burst",
+    "rate_bytes",
+    "rate_bytes_burst",
     NULL,
 };
 

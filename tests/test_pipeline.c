@@ -86,6 +86,8 @@ static const struct pgcdc_sink_plugin rec_plugin = {
 
 static const char *mk_state_dir; /* pipeline state_dir for the next mk() */
 static const char *mk_on_poison; /* sinks' on_poison for the next mk() */
+static int64_t mk_max_attempts;  /* sinks' max_attempts for the next mk() (0: no cap) */
+static int64_t mk_rate_events, mk_rate_burst; /* sinks' token bucket for the next mk() */
 
 static struct pgcdc_pipeline *mk(int nsink, size_t buffer_bytes, int64_t batch_events)
 {
@@ -104,6 +106,10 @@ static struct pgcdc_pipeline *mk(int nsink, size_t buffer_bytes, int64_t batch_e
                                        .max_inflight_batches = 4,
                                        .retry_min_ms = 5,
                                        .retry_max_ms = 20,
+                                       .max_attempts = mk_max_attempts,
+                                       .retry_backoff_ms = 5,
+                                       .rate_events = mk_rate_events,
+                                       .rate_events_burst = mk_rate_burst,
                                        .on_poison = mk_on_poison};
         cr_assert(eq(int, pgcdc_pipeline_add_sink(p, &rec_plugin, NULL, &sc, &err), 0), "%s",
                   err.msg);
@@ -372,6 +378,148 @@ Test(pipeline, dropped_event_goes_to_the_dead_letter_store_and_is_released)
     snprintf(path, sizeof path, "%s/dlq", dir);
     rmdir(path);
     rmdir(dir);
+}
+
+static void read_dlq_line(const char *dir, char *line, size_t cap)
+{
+    char path[256];
+    snprintf(path, sizeof path, "%s/dlq/rec.jsonl", dir);
+    FILE *f = fopen(path, "r");
+    cr_assert(not(eq(ptr, f, NULL)), "%s", path);
+    cr_assert(not(eq(ptr, fgets(line, (int)cap, f), NULL)));
+    fclose(f);
+    unlink(path);
+    snprintf(path, sizeof path, "%s/dlq", dir);
+    rmdir(path);
+    rmdir(dir);
+}
+
+Test(pipeline, refused_event_is_poison_after_max_attempts)
+{
+    char dir[] = "/tmp/pgcdc-ut-dlq-XXXXXX";
+    cr_assert(not(eq(ptr, mkdtemp(dir), NULL)));
+    mk_state_dir = dir;
+    mk_on_poison = "dlq";
+    mk_max_attempts = 3;
+    struct pgcdc_pipeline *p = mk(1, 1 << 16, 64);
+    mk_state_dir = mk_on_poison = NULL;
+    mk_max_attempts = 0;
+    pgcdc_pipeline_begin_txn(p, 0x100);
+    push(p, "a/1");
+    pgcdc_pipeline_commit_txn(p, 0x110);
+    pgcdc_pipeline_publish(p);
+    for (int attempt = 0; attempt < 3; attempt++) {
+        wait_batches(0, attempt + 1);
+        cr_assert(eq(str, sinks[0]->batches[attempt].ids[0], "a/1"));
+        cr_assert(eq(u64, pgcdc_pipeline_advance(p), 0), "held until the last attempt");
+        ack(0, attempt, 0, 1, PGCDC_ACK_RETRY);
+    }
+    /* The third refusal is the last: dead-lettered, released, and not delivered again. */
+    cr_assert(eq(u64, advance_to(p, 0x110), 0x110));
+    cr_assert(eq(int, pgcdc_pipeline_failed(p, NULL), 0));
+    usleep(50000);
+    cr_assert(eq(int, sinks[0]->nbatches, 3));
+    pgcdc_pipeline_free(p);
+    char line[4096];
+    read_dlq_line(dir, line, sizeof line);
+    cr_assert(not(eq(ptr, strstr(line, "\"attempts\":3"), NULL)), "%s", line);
+    cr_assert(not(eq(ptr, strstr(line, "\"reason\":\"gave up after 3 attempts: test\""), NULL)),
+              "%s", line);
+}
+
+Test(pipeline, last_attempt_of_a_refused_batch_isolates_each_event)
+{
+    mk_max_attempts = 2;
+    struct pgcdc_pipeline *p = mk(1, 1 << 16, 64);
+    mk_max_attempts = 0;
+    pgcdc_pipeline_begin_txn(p, 0x100);
+    push(p, "a/1");
+    push(p, "a/2");
+    push(p, "a/3");
+    pgcdc_pipeline_commit_txn(p, 0x110);
+    pgcdc_pipeline_publish(p);
+    wait_batches(0, 1);
+    cr_assert(eq(sz, sinks[0]->batches[0].count, 3));
+    ack(0, 0, 0, 3, PGCDC_ACK_RETRY); /* refused as a whole */
+    static const char *const want[] = {"a/1", "a/2", "a/3"};
+    for (int i = 0; i < 3; i++) { /* the last attempt: one event per batch, in order */
+        wait_batches(0, 2 + i);
+        cr_assert(eq(sz, sinks[0]->batches[1 + i].count, 1));
+        cr_assert(eq(str, sinks[0]->batches[1 + i].ids[0], (char *)want[i]));
+        ack(0, 1 + i, 0, 1, PGCDC_ACK_OK);
+    }
+    cr_assert(eq(u64, advance_to(p, 0x110), 0x110));
+    pgcdc_pipeline_free(p);
+}
+
+Test(pipeline, unavailable_sink_is_waited_for_without_counting_attempts)
+{
+    mk_max_attempts = 2;
+    struct pgcdc_pipeline *p = mk(1, 1 << 16, 64);
+    mk_max_attempts = 0;
+    sinks[0]->fail_deliveries = 3; /* refused batches are not attempts either */
+    pgcdc_pipeline_begin_txn(p, 0x100);
+    push(p, "a/1");
+    pgcdc_pipeline_commit_txn(p, 0x110);
+    pgcdc_pipeline_publish(p);
+    for (int i = 0; i < 5; i++) {
+        wait_batches(0, i + 1);
+        ack(0, i, 0, 1, PGCDC_ACK_UNAVAILABLE);
+    }
+    /* One refusal left before poison (attempt 1 of 2) ... */
+    wait_batches(0, 6);
+    ack(0, 5, 0, 1, PGCDC_ACK_RETRY);
+    wait_batches(0, 7);
+    cr_assert(eq(int, pgcdc_pipeline_failed(p, NULL), 0));
+    ack(0, 6, 0, 1, PGCDC_ACK_OK);
+    cr_assert(eq(u64, advance_to(p, 0x110), 0x110));
+    pgcdc_pipeline_free(p);
+}
+
+Test(pipeline, exhausted_event_with_on_poison_fail_stops_before_it)
+{
+    mk_max_attempts = 1;
+    struct pgcdc_pipeline *p = mk(1, 1 << 16, 64);
+    mk_max_attempts = 0;
+    pgcdc_pipeline_begin_txn(p, 0x100);
+    push(p, "a/1");
+    pgcdc_pipeline_commit_txn(p, 0x110);
+    pgcdc_pipeline_publish(p);
+    wait_batches(0, 1);
+    ack(0, 0, 0, 1, PGCDC_ACK_RETRY);
+    struct pgcdc_err err = {0};
+    cr_assert(eq(int, pgcdc_pipeline_failed(p, &err), PGCDC_EPOISON));
+    cr_assert(not(eq(ptr, strstr(err.msg, "gave up after 1 attempts"), NULL)), "%s", err.msg);
+    cr_assert(eq(u64, pgcdc_pipeline_advance(p), 0));
+    pgcdc_pipeline_free(p);
+}
+
+Test(pipeline, token_bucket_caps_every_batch_at_the_burst)
+{
+    mk_rate_events = 2000;
+    mk_rate_burst = 10;
+    struct pgcdc_pipeline *p = mk(1, 1 << 16, 64);
+    mk_rate_events = mk_rate_burst = 0;
+    char ids[50][16];
+    pgcdc_pipeline_begin_txn(p, 0x100);
+    for (int i = 0; i < 50; i++) {
+        snprintf(ids[i], sizeof ids[i], "a/%d", i);
+        push(p, ids[i]);
+    }
+    pgcdc_pipeline_commit_txn(p, 0x110);
+    pgcdc_pipeline_publish(p);
+    size_t total = 0;
+    for (int k = 0; total < 50; k++) {
+        wait_batches(0, k + 1);
+        cr_assert(le(sz, sinks[0]->batches[k].count, 10), "batch %d has %zu events", k,
+                  sinks[0]->batches[k].count);
+        total += sinks[0]->batches[k].count;
+        ack(0, k, 0, sinks[0]->batches[k].count, PGCDC_ACK_OK);
+    }
+    cr_assert(eq(sz, total, 50));
+    cr_assert(ge(int, sinks[0]->nbatches, 5));
+    cr_assert(eq(u64, advance_to(p, 0x110), 0x110));
+    pgcdc_pipeline_free(p);
 }
 
 Test(pipeline, empty_transactions_advance_in_order)

@@ -25,9 +25,11 @@
  *   - `deliver` returning 0 means "accepted": exactly one terminal ack (OK, DROP or FATAL)
  *     will follow for every index 0..count-1 of the batch through host->ack. Acks may be
  *     ranges, may arrive out of order, from any thread, and even before deliver returns.
- *   - RETRY is not terminal: the core redelivers that event later, in a new batch.
+ *   - RETRY is not terminal: the core redelivers that event later, in a new batch. It counts
+ *     an attempt: after the sink's max_attempts the event is poison (on_poison). A failure
+ *     of the sink itself (not of this event) is UNAVAILABLE (ABI 1.3), or deliver < 0.
  *   - `deliver` returning < 0 means "not accepted": no ack will ever come for that batch,
- *     and the core treats every event of it as RETRY.
+ *     and the core treats every event of it as UNAVAILABLE.
  *   - A sink may read batch->events[i] (and all it points to) until it acks index i; the
  *     batch struct itself and its events array only until deliver returns.
  *   - Delivery is at-least-once: after a restart a sink sees events again. Use
@@ -71,6 +73,10 @@ enum pgcdc_ack {
     PGCDC_ACK_RETRY = 1, /* transient failure: redeliver this event later (not terminal) */
     PGCDC_ACK_DROP = 2,  /* cannot ever be delivered: the core applies the poison policy */
     PGCDC_ACK_FATAL = 3, /* the sink is unusable: the core stops without passing this event */
+    /* abi_minor >= 3: the sink, not the event, failed (broker down, timeout, throttled):
+     * redeliver later, like RETRY, but without counting an attempt, so an outage of any
+     * length never makes an event poison. Send it only if host->abi_minor >= 3. */
+    PGCDC_ACK_UNAVAILABLE = 4,
 };
 
 enum pgcdc_log_level {

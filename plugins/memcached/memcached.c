@@ -558,7 +558,7 @@ static int mc_deliver(void *state, const struct pgcdc_batch *b, struct pgcdc_err
         }
         st->host->log(st->h, PGCDC_LOG_WARN, "%s; retrying %zu of %zu event(s) of the batch", why,
                       b->count - i, b->count);
-        st->host->ack(st->h, b->id, i, b->count - i, PGCDC_ACK_RETRY, why);
+        st->host->ack(st->h, b->id, i, b->count - i, PGCDC_ACK_UNAVAILABLE, why);
         ok_from = b->count;
         break;
     }

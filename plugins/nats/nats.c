@@ -271,7 +271,7 @@ static void on_ack(natsConnection *nc, natsSubscription *sub, natsMsg *msg, void
     char reason[320] = "";
     int dup = 0;
     if (natsMsg_IsNoResponders(msg)) {
-        result = PGCDC_ACK_RETRY;
+        result = PGCDC_ACK_UNAVAILABLE;
         snprintf(reason, sizeof reason, "no stream stores the subject (no responders)");
     }
     else if (strstr(data, "\"error\"") != NULL) {
@@ -281,10 +281,10 @@ static void on_ack(natsConnection *nc, natsSubscription *sub, natsMsg *msg, void
         int dl = q ? (int)strcspn(q + 1, "\"") : 0;
         snprintf(reason, sizeof reason, "stream refused the message (%lld): %.*s", code, dl,
                  q ? q + 1 : "");
-        result = code == JSStreamMessageExceedsMaximumErr ? PGCDC_ACK_DROP : PGCDC_ACK_RETRY;
+        result = code == JSStreamMessageExceedsMaximumErr ? PGCDC_ACK_DROP : PGCDC_ACK_UNAVAILABLE;
     }
     else if (json_int(data, "\"seq\"") <= 0) {
-        result = PGCDC_ACK_RETRY;
+        result = PGCDC_ACK_RETRY; /* counted: a reply we do not understand, max_attempts */
         snprintf(reason, sizeof reason, "not a publish ack: %.200s", data);
     }
     else {
@@ -293,7 +293,7 @@ static void on_ack(natsConnection *nc, natsSubscription *sub, natsMsg *msg, void
     struct flight f;
     pthread_mutex_lock(&st->mu);
     int found = flight_take(st, seq, &f) == 0;
-    if (found && result == PGCDC_ACK_RETRY) {
+    if (found && (result == PGCDC_ACK_UNAVAILABLE || result == PGCDC_ACK_RETRY)) {
         st->failing = 1;
     }
     int stopped = st->stopped;
@@ -336,7 +336,7 @@ static void *sweeper_main(void *arg)
         if (!stopped) {
             st->host->count(st->h, "ack_timeouts", n);
             for (size_t i = 0; i < n; i++) {
-                st->host->ack(st->h, late[i].batch, late[i].index, 1, PGCDC_ACK_RETRY,
+                st->host->ack(st->h, late[i].batch, late[i].index, 1, PGCDC_ACK_UNAVAILABLE,
                               "no publish ack within ack_timeout");
             }
         }
@@ -850,7 +850,7 @@ static int deliver_core(struct nats_sink *st, const struct pgcdc_batch *b, struc
             st->host->ack(st->h, b->id, 0, i, PGCDC_ACK_OK, NULL);
             st->host->ack(st->h, b->id, i, 1, PGCDC_ACK_DROP, "message larger than max_payload");
             if (i + 1 < b->count) {
-                st->host->ack(st->h, b->id, i + 1, b->count - i - 1, PGCDC_ACK_RETRY,
+                st->host->ack(st->h, b->id, i + 1, b->count - i - 1, PGCDC_ACK_UNAVAILABLE,
                               "after a dropped event");
             }
             return 0;
@@ -907,8 +907,11 @@ static int nats_deliver(void *state, const struct pgcdc_batch *b, struct pgcdc_e
         note_table(st, ev);
         if (pgcdc_nats_subject(subj, sizeof subj, st->cfg->subject, st->cfg->meta_subject,
                                st->source, ev) == (size_t)-1) {
-            st->host->ack(st->h, b->id, i, b->count - i, PGCDC_ACK_RETRY,
-                          "cannot render the subject");
+            st->host->ack(st->h, b->id, i, 1, PGCDC_ACK_RETRY, "cannot render the subject");
+            if (i + 1 < b->count) {
+                st->host->ack(st->h, b->id, i + 1, b->count - i - 1, PGCDC_ACK_UNAVAILABLE,
+                              "after a refused event");
+            }
             break;
         }
         /* Flow control: at most max_pending in flight (and the event's table slot free). A
@@ -935,7 +938,7 @@ static int nats_deliver(void *state, const struct pgcdc_batch *b, struct pgcdc_e
         int failing = st->failing;
         pthread_mutex_unlock(&st->mu);
         if (!room) {
-            st->host->ack(st->h, b->id, i, b->count - i, PGCDC_ACK_RETRY,
+            st->host->ack(st->h, b->id, i, b->count - i, PGCDC_ACK_UNAVAILABLE,
                           failing ? "a publish failed: resynchronising"
                                   : "max_pending publishes in flight");
             break;
@@ -966,7 +969,8 @@ static int nats_deliver(void *state, const struct pgcdc_batch *b, struct pgcdc_e
                 st->host->ack(st->h, b->id, i, 1, PGCDC_ACK_DROP, natsStatus_GetText(s));
                 continue;
             }
-            st->host->ack(st->h, b->id, i, b->count - i, PGCDC_ACK_RETRY, natsStatus_GetText(s));
+            st->host->ack(st->h, b->id, i, b->count - i, PGCDC_ACK_UNAVAILABLE,
+                          natsStatus_GetText(s));
             break;
         }
         memcpy(st->last_id, this_id, sizeof st->last_id);

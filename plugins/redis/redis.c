@@ -681,6 +681,24 @@ static int append_event(struct redis_sink *st, const struct pgcdc_event *ev, int
     return n;
 }
 
+/*
+ * An error reply: a server that is loading, read-only (a failover in progress), busy with a
+ * script, out of memory or without a quorum is unavailable, and is waited for without
+ * counting attempts; any other error is about the command, and counts (max_attempts).
+ */
+static enum pgcdc_ack reply_error_ack(const char *msg)
+{
+    static const char *const transient[] = {"LOADING",    "READONLY",   "BUSY",
+                                            "MASTERDOWN", "TRYAGAIN",   "CLUSTERDOWN",
+                                            "OOM",        "NOREPLICAS", NULL};
+    for (int i = 0; transient[i] != NULL; i++) {
+        if (strncmp(msg, transient[i], strlen(transient[i])) == 0) {
+            return PGCDC_ACK_UNAVAILABLE;
+        }
+    }
+    return PGCDC_ACK_RETRY;
+}
+
 static int redis_deliver(void *state, const struct pgcdc_batch *b, struct pgcdc_err *err)
 {
     struct redis_sink *st = state;
@@ -704,6 +722,7 @@ static int redis_deliver(void *state, const struct pgcdc_batch *b, struct pgcdc_
             const struct pgcdc_event *ev = b->events[i];
             const struct pgcdc_cache_table *t = pgcdc_cache_table(st->keys, ev->schema, ev->table);
             int n = 0, ok = 1;
+            enum pgcdc_ack fail = PGCDC_ACK_UNAVAILABLE;
             if (ev->op == PGCDC_OP_TRUNCATE && st->flush_on_truncate && t != NULL) {
                 uint64_t flushed = 0;
                 ok = flush_table(st, t, &flushed, err) == 0;
@@ -716,15 +735,22 @@ static int redis_deliver(void *state, const struct pgcdc_batch *b, struct pgcdc_
                 redisReply *r = NULL;
                 ok = redisGetReply(st->c, (void **)&r) == REDIS_OK && r != NULL &&
                      r->type != REDIS_REPLY_ERROR;
-                if (r != NULL && r->type == REDIS_REPLY_ERROR &&
-                    strstr(r->str, "unknown command") != NULL) {
-                    st->use_del = 1; /* Redis < 4.0: the retry uses DEL */
+                if (r != NULL && r->type == REDIS_REPLY_ERROR) {
+                    fail = reply_error_ack(r->str);
+                    if (strstr(r->str, "unknown command") != NULL) {
+                        st->use_del = 1; /* Redis < 4.0: the retry uses DEL */
+                        fail = PGCDC_ACK_UNAVAILABLE;
+                    }
                 }
                 freeReplyObject(r);
             }
             if (!ok) {
                 disconnect(st);
-                st->host->ack(st->h, b->id, i, b->count - i, PGCDC_ACK_RETRY, "Redis failed");
+                st->host->ack(st->h, b->id, i, 1, fail, "Redis failed");
+                if (i + 1 < b->count) {
+                    st->host->ack(st->h, b->id, i + 1, b->count - i - 1, PGCDC_ACK_UNAVAILABLE,
+                                  "after a failed command");
+                }
                 return 0;
             }
             st->host->ack(st->h, b->id, i, 1, PGCDC_ACK_OK, NULL);
@@ -751,6 +777,7 @@ static int redis_deliver(void *state, const struct pgcdc_batch *b, struct pgcdc_
     size_t acked = 0;
     for (size_t i = 0; i < upto; i++) {
         int ok = 1;
+        enum pgcdc_ack fail = PGCDC_ACK_RETRY;
         const char *why = NULL;
         for (uint32_t k = 0; k < st->ncmds[i]; k++) {
             redisReply *r = NULL;
@@ -761,18 +788,22 @@ static int redis_deliver(void *state, const struct pgcdc_batch *b, struct pgcdc_
                 if (acked > 0) {
                     st->host->ack(st->h, b->id, 0, acked, PGCDC_ACK_OK, NULL);
                 }
-                st->host->ack(st->h, b->id, acked, b->count - acked, PGCDC_ACK_RETRY, err->msg);
+                st->host->ack(st->h, b->id, acked, b->count - acked, PGCDC_ACK_UNAVAILABLE,
+                              err->msg);
                 return 0;
             }
             if (r->type == REDIS_REPLY_ERROR) {
                 ok = 0;
+                fail = reply_error_ack(r->str);
                 if (strstr(r->str, "unknown command") != NULL && !st->use_del) {
                     st->use_del = 1; /* Redis < 4.0: no UNLINK */
                     why = "UNLINK unknown: switching to DEL";
+                    fail = PGCDC_ACK_UNAVAILABLE;
                 }
                 else if (strncmp(r->str, "NOSCRIPT", 8) == 0) {
                     why = "script flushed: reloading";
                     st->sha[0] = '\0';
+                    fail = PGCDC_ACK_UNAVAILABLE;
                 }
                 else {
                     why = "command failed";
@@ -781,7 +812,7 @@ static int redis_deliver(void *state, const struct pgcdc_batch *b, struct pgcdc_
             }
             freeReplyObject(r);
         }
-        st->host->ack(st->h, b->id, i, 1, ok ? PGCDC_ACK_OK : PGCDC_ACK_RETRY,
+        st->host->ack(st->h, b->id, i, 1, ok ? PGCDC_ACK_OK : fail,
                       ok ? NULL : "Redis command failed");
         acked = i + 1;
     }
@@ -799,14 +830,14 @@ static int redis_deliver(void *state, const struct pgcdc_batch *b, struct pgcdc_
         rc = flush_table(st, pgcdc_cache_table(st->keys, ev->schema, ev->table), &n, err);
         if (rc != 0) {
             disconnect(st);
-            st->host->ack(st->h, b->id, upto, b->count - upto, PGCDC_ACK_RETRY, err->msg);
+            st->host->ack(st->h, b->id, upto, b->count - upto, PGCDC_ACK_UNAVAILABLE, err->msg);
             return 0;
         }
         st->host->log(st->h, PGCDC_LOG_INFO, "TRUNCATE %s.%s: flushed %" PRIu64 " keys", ev->schema,
                       ev->table, n);
         st->host->ack(st->h, b->id, upto, 1, PGCDC_ACK_OK, NULL);
         if (upto + 1 < b->count) {
-            st->host->ack(st->h, b->id, upto + 1, b->count - upto - 1, PGCDC_ACK_RETRY,
+            st->host->ack(st->h, b->id, upto + 1, b->count - upto - 1, PGCDC_ACK_UNAVAILABLE,
                           "after a truncate");
         }
     }

@@ -888,7 +888,7 @@ static int search_deliver(void *state, const struct pgcdc_batch *b, struct pgcdc
     for (uint32_t i = 0; i < b->count;) {
         uint32_t j = i + 1;
         enum pgcdc_ack a = st->result[i] == PGCDC_SEARCH_DROP    ? PGCDC_ACK_DROP
-                           : st->result[i] == PGCDC_SEARCH_RETRY ? PGCDC_ACK_RETRY
+                           : st->result[i] == PGCDC_SEARCH_RETRY ? PGCDC_ACK_UNAVAILABLE
                                                                  : PGCDC_ACK_OK;
         if (a == PGCDC_ACK_OK) {
             while (j < b->count && st->result[j] != PGCDC_SEARCH_DROP &&

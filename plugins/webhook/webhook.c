@@ -73,7 +73,7 @@ struct webhook_sink {
     struct pgcdc_sbuf body;
     char *json; /* one event's JSON, reused */
     size_t jsoncap;
-    uint8_t *result; /* per event of the batch: 0 ok, 1 retry, 2 drop */
+    uint8_t *result; /* per event of the batch: 0 ok, 1 retry, 2 drop, 3 unavailable */
     char *reason;    /* per event */
     size_t cap;
 };
@@ -230,10 +230,13 @@ static void post(struct webhook_sink *st, const struct pgcdc_batch *b, size_t fi
         st->host->count(st->h, "posted", n);
         return;
     }
-    int transient = status < 0 || status == 408 || status == 429 || status >= 500 ||
-                    status == 401 || status == 403;
-    if (transient) {
-        set_range(st, first, n, 1, reason);
+    /* Unreachable, throttled, a gateway without its upstream, or credentials refused: the
+     * endpoint is unavailable, waited for without counting attempts. Another 5xx is the
+     * endpoint failing on these events: retried up to max_attempts, then poison. */
+    int unavailable = status < 0 || status == 408 || status == 429 || status == 502 ||
+                      status == 503 || status == 504 || status == 401 || status == 403;
+    if (unavailable || status >= 500) {
+        set_range(st, first, n, unavailable ? 3 : 1, reason);
         return;
     }
     if (n > 1) {
@@ -270,6 +273,7 @@ static int webhook_deliver(void *state, const struct pgcdc_batch *b, struct pgcd
         }
         enum pgcdc_ack a = st->result[i] == 0   ? PGCDC_ACK_OK
                            : st->result[i] == 1 ? PGCDC_ACK_RETRY
+                           : st->result[i] == 3 ? PGCDC_ACK_UNAVAILABLE
                                                 : PGCDC_ACK_DROP;
         st->host->ack(st->h, b->id, i, j - i, a,
                       a == PGCDC_ACK_OK ? NULL : st->reason + i * REASON_CAP);

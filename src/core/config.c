@@ -1484,9 +1484,24 @@ static const struct pgcdc_config_key sink_keys[] = {
     KEY(PGCDC_CFG_INT, "max_inflight_batches", "8", 0, struct pgcdc_sink_config,
         max_inflight_batches, "batches delivered but not fully acked"),
     KEY(PGCDC_CFG_DURATION, "retry_min", "100ms", 0, struct pgcdc_sink_config, retry_min_ms,
-        "first retry delay"),
+        "first wait while the sink is unavailable (start failed, broker down, timeout); "
+        "doubles up to retry_max, retried forever"),
     KEY(PGCDC_CFG_DURATION, "retry_max", "30s", 0, struct pgcdc_sink_config, retry_max_ms,
-        "retry delay cap"),
+        "cap of every retry wait"),
+    KEY(PGCDC_CFG_INT, "max_attempts", "4", 0, struct pgcdc_sink_config, max_attempts,
+        "deliveries of an event the sink refuses before it is poison (on_poison); 0 = retry "
+        "forever. With retry_backoff 1s: immediate, 1s, 2s, 4s, then poison"),
+    KEY(PGCDC_CFG_DURATION, "retry_backoff", "1s", 0, struct pgcdc_sink_config, retry_backoff_ms,
+        "wait before the second attempt of a refused event, doubled for each next (jitter "
+        "+-25%)"),
+    KEY(PGCDC_CFG_INT, "rate_events", "0", 0, struct pgcdc_sink_config, rate_events,
+        "token bucket: events per second to this sink; 0 = unlimited"),
+    KEY(PGCDC_CFG_INT, "rate_events_burst", "0", 0, struct pgcdc_sink_config, rate_events_burst,
+        "events the bucket holds; 0 = one second's worth"),
+    KEY(PGCDC_CFG_SIZE, "rate_bytes", "0", 0, struct pgcdc_sink_config, rate_bytes,
+        "token bucket: payload bytes per second to this sink; 0 = unlimited"),
+    KEY(PGCDC_CFG_SIZE, "rate_bytes_burst", "0", 0, struct pgcdc_sink_config, rate_bytes_burst,
+        "bytes the bucket holds; 0 = one second's worth"),
     KEY(PGCDC_CFG_STR, "on_poison", "fail", 0, struct pgcdc_sink_config, on_poison,
         "an event the sink rejects for good: fail (stop, exit 65, checkpoint held before it) "
         "or dlq (append it to checkpoint.path/dlq/NAME.jsonl and go on)"),
@@ -1580,6 +1595,12 @@ const char *const pgcdc_sink_common_keys[] = {
     "max_inflight_batches",
     "retry_min",
     "retry_max",
+    "max_attempts",
+    "retry_backoff",
+    "rate_events",
+    "rate_events_burst",
+    "rate_bytes",
+    "rate_bytes_burst",
     "on_poison",
     NULL,
 };
@@ -1775,6 +1796,20 @@ static int check_sinks(struct pgcdc_config *cfg, struct pgcdc_err *err)
         if (s->retry_min_ms > s->retry_max_ms) {
             return cfg_error(err, file, line_of(m, "retry_min"),
                              "sinks[%zu] (%s).retry_min: larger than retry_max", i, s->name);
+        }
+        if (s->max_attempts < 0 || s->max_attempts > 100) {
+            return cfg_error(err, file, line_of(m, "max_attempts"),
+                             "sinks[%zu] (%s).max_attempts: must be 0..100 (0 = no limit)", i,
+                             s->name);
+        }
+        const char *neg = s->rate_events < 0         ? "rate_events"
+                          : s->rate_events_burst < 0 ? "rate_events_burst"
+                          : s->rate_bytes < 0        ? "rate_bytes"
+                          : s->rate_bytes_burst < 0  ? "rate_bytes_burst"
+                                                     : NULL;
+        if (neg != NULL) {
+            return cfg_error(err, file, line_of(m, neg), "sinks[%zu] (%s).%s: must not be negative",
+                             i, s->name, neg);
         }
         static const char *const poison[] = {"fail", "dlq", NULL};
         if (!one_of(s->on_poison, poison)) {

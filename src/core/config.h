@@ -71,8 +71,14 @@ struct pgcdc_sink_config {
     int64_t batch_bytes;               /* default 1MiB */
     int64_t linger_ms;                 /* wait this long for a batch to fill; default 5ms */
     int64_t max_inflight_batches;      /* default 8 */
-    int64_t retry_min_ms;              /* default 100ms */
-    int64_t retry_max_ms;              /* default 30s */
+    int64_t retry_min_ms;              /* sink unavailable: first wait; default 100ms */
+    int64_t retry_max_ms;              /* cap of every wait; default 30s */
+    int64_t max_attempts;              /* refused event: deliveries before poison; 4; 0 = no cap */
+    int64_t retry_backoff_ms;          /* refused event: first wait; default 1s */
+    int64_t rate_events;               /* events/s; 0 = unlimited */
+    int64_t rate_events_burst;         /* 0 = rate_events */
+    int64_t rate_bytes;                /* bytes/s; 0 = unlimited */
+    int64_t rate_bytes_burst;          /* 0 = rate_bytes */
     const char *on_poison;             /* "fail" (default) or "dlq" */
     const struct pgcdc_cfg_node *node; /* the whole mapping, for the plugin's own keys */
     int line;

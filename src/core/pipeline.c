@@ -15,8 +15,10 @@
  * Acks. Each lane owns a table of in-flight batches (slot = batch id % max_inflight). An ack
  * names (batch id, index range); the lane checks the event is in flight for it (a second
  * terminal ack is a contract violation: logged, ignored), marks it done and decrements the
- * event's `remaining` counter. RETRY puts the event on the lane's retry list; it is
- * redelivered, before newer events, after an exponential backoff with jitter.
+ * event's `remaining` counter. RETRY and UNAVAILABLE put the event on the lane's retry list;
+ * it is redelivered, before newer events, after an exponential backoff with jitter (retry.h:
+ * a refused event counts an attempt and turns poison after max_attempts; an unavailable sink
+ * is waited for without counting). A token bucket per lane (events/s, bytes/s) caps the pace.
  *
  * Checkpoint. Transactions sit in a ring in commit order with the seq one past their last
  * event. advance() releases acked events from the tail, then pops committed transactions
@@ -43,6 +45,8 @@
 #include "core/dlq.h"
 #include "core/err.h"
 #include "core/log.h"
+#include "core/ratelimit.h"
+#include "core/retry.h"
 
 /* Per-lane state of one event. */
 enum ev_state {
@@ -86,7 +90,11 @@ struct pgcdc_sink {
     char name[64];
     char component[80];
 
-    int64_t batch_events, batch_bytes, linger_ms, max_inflight, retry_min_ms, retry_max_ms;
+    int64_t batch_events, batch_bytes, linger_ms, max_inflight;
+    struct pgcdc_retry_policy policy;
+    uint64_t rng;                            /* jitter */
+    struct pgcdc_bucket rate_ev, rate_bytes; /* rate_events, rate_bytes */
+    struct timespec rate_at;                 /* the buckets refill by then */
 
     pthread_t thread;
     int thread_started;
@@ -99,7 +107,8 @@ struct pgcdc_sink {
 
     uint64_t cursor;       /* next seq to hand out for the first time */
     uint8_t *state_of;     /* enum ev_state per slot index */
-    uint8_t *tries;        /* deliveries of the event in each slot to this lane (saturating) */
+    uint8_t *tries;        /* deliveries of the event in each slot to this lane that reached
+                              the sink (refused batches and UNAVAILABLE acks do not count) */
     struct pgcdc_dlq *dlq; /* on_poison: dlq; NULL for fail */
     uint64_t *retry;       /* seqs to redeliver, a ring */
     size_t retry_head, retry_len;
@@ -214,20 +223,17 @@ static size_t round_pow2(size_t n)
     return r;
 }
 
-/* Exponential backoff with full jitter in [base/2, base], base = min * 2^attempt <= max. */
-static int64_t backoff_ms(int64_t min_ms, int64_t max_ms, unsigned attempt)
+static int64_t mono_ms(void)
 {
-    int64_t base = min_ms;
-    for (unsigned i = 0; i < attempt && base < max_ms; i++) {
-        base *= 2;
-    }
-    if (base > max_ms) {
-        base = max_ms;
-    }
-    if (base <= 1) {
-        return base;
-    }
-    return base / 2 + (int64_t)((uint64_t)rand() % (uint64_t)(base / 2 + 1));
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* Sink unavailable: lane-wide backoff from retry_min, never exhausted. */
+static int64_t unavail_backoff_ms(struct pgcdc_sink *s, unsigned attempt)
+{
+    return pgcdc_retry_delay_ms(s->policy.unavail_min_ms, s->policy.max_ms, attempt, &s->rng);
 }
 
 /* ---- construction ---- */
@@ -284,8 +290,14 @@ int pgcdc_pipeline_add_sink(struct pgcdc_pipeline *p, const struct pgcdc_sink_pl
     s->batch_bytes = sc->batch_bytes;
     s->linger_ms = sc->linger_ms;
     s->max_inflight = sc->max_inflight_batches;
-    s->retry_min_ms = sc->retry_min_ms;
-    s->retry_max_ms = sc->retry_max_ms;
+    s->policy.unavail_min_ms = sc->retry_min_ms;
+    s->policy.event_min_ms = sc->retry_backoff_ms;
+    s->policy.max_ms = sc->retry_max_ms;
+    s->policy.max_attempts = (unsigned)sc->max_attempts;
+    s->rng = ((uint64_t)(uintptr_t)s ^ (uint64_t)mono_ms() ^ ((uint64_t)p->nlanes << 32)) | 1;
+    int64_t now = mono_ms();
+    pgcdc_bucket_init(&s->rate_ev, (double)sc->rate_events, (double)sc->rate_events_burst, now);
+    pgcdc_bucket_init(&s->rate_bytes, (double)sc->rate_bytes, (double)sc->rate_bytes_burst, now);
     s->cursor = 1;
     s->next_batch_id = 1;
     pthread_mutex_init(&s->mu, NULL);
@@ -369,24 +381,56 @@ static void retry_sort(struct pgcdc_sink *s)
  * retries are pending no new event is handed out, so a key's later change cannot overtake
  * an earlier one that is waiting for redelivery. Called with s->mu held; returns the count.
  */
-static uint32_t collect(struct pgcdc_sink *s, struct batch *b, int *waiting_retry)
+static uint32_t collect(struct pgcdc_sink *s, struct batch *b, const struct timespec **wait_until)
 {
     struct pgcdc_pipeline *p = s->p;
     uint32_t n = 0;
     size_t bytes = 0;
-    *waiting_retry = 0;
+    *wait_until = NULL;
+    uint64_t head = atomic_load_explicit(&p->head, memory_order_acquire);
+    if (s->retry_len == 0 && s->cursor >= head) {
+        return 0;
+    }
+    /* The rate limit: a batch goes out when both buckets are positive, and holds no more
+     * events than the event bucket has tokens (at least one); the byte bucket may go into
+     * debt by the last event, which the next batch waits for. */
+    uint32_t max_n = (uint32_t)s->batch_events;
+    if (s->rate_ev.rate > 0 || s->rate_bytes.rate > 0) {
+        int64_t now_ms = mono_ms();
+        int ok_ev = pgcdc_bucket_ready(&s->rate_ev, now_ms);
+        int ok_bytes = pgcdc_bucket_ready(&s->rate_bytes, now_ms);
+        if (!ok_ev || !ok_bytes) {
+            int64_t w = pgcdc_bucket_wait_ms(&s->rate_ev);
+            int64_t wb = pgcdc_bucket_wait_ms(&s->rate_bytes);
+            now_plus_ms(&s->rate_at, w > wb ? w : wb);
+            *wait_until = &s->rate_at;
+            return 0;
+        }
+        if (s->rate_ev.rate > 0 && s->rate_ev.tokens < (double)max_n) {
+            max_n = s->rate_ev.tokens >= 1 ? (uint32_t)s->rate_ev.tokens : 1;
+        }
+    }
     if (s->retry_len > 0) {
         struct timespec now;
         clock_gettime(CLOCK_MONOTONIC, &now);
         if (ts_before(&now, &s->retry_at)) {
-            *waiting_retry = 1;
+            *wait_until = &s->retry_at;
             return 0;
         }
         retry_sort(s);
-        while (s->retry_len > 0 && n < (uint32_t)s->batch_events) {
+        while (s->retry_len > 0 && n < max_n) {
             uint64_t seq = s->retry[s->retry_head & p->mask];
             struct slot *sl = &p->slots[seq & p->mask];
-            if (n > 0 && bytes + sl->ev.payload_len > (size_t)s->batch_bytes) {
+            if (n > 0 && (bytes + sl->ev.payload_len > (size_t)s->batch_bytes ||
+                          (s->rate_bytes.rate > 0 && (double)bytes >= s->rate_bytes.tokens))) {
+                break;
+            }
+            /* An event's last attempt goes alone: a batch refused as a whole (one HTTP
+             * request, say) then isolates the event that is really poison, and the others
+             * pass, instead of all of them being given up together. */
+            int last = s->policy.max_attempts > 1 &&
+                       (unsigned)s->tries[seq & p->mask] + 1 >= s->policy.max_attempts;
+            if (last && n > 0) {
                 break;
             }
             s->retry_head++;
@@ -395,22 +439,28 @@ static uint32_t collect(struct pgcdc_sink *s, struct batch *b, int *waiting_retr
             b->evs[n] = &sl->ev;
             bytes += sl->ev.payload_len;
             n++;
+            if (last) {
+                break;
+            }
         }
-        return n;
     }
-    uint64_t head = atomic_load_explicit(&p->head, memory_order_acquire);
-    while (s->cursor < head && n < (uint32_t)s->batch_events) {
-        struct slot *sl = &p->slots[s->cursor & p->mask];
-        if (n > 0 && bytes + sl->ev.payload_len > (size_t)s->batch_bytes) {
-            break;
+    else {
+        while (s->cursor < head && n < max_n) {
+            struct slot *sl = &p->slots[s->cursor & p->mask];
+            if (n > 0 && (bytes + sl->ev.payload_len > (size_t)s->batch_bytes ||
+                          (s->rate_bytes.rate > 0 && (double)bytes >= s->rate_bytes.tokens))) {
+                break;
+            }
+            b->seqs[n] = s->cursor;
+            b->evs[n] = &sl->ev;
+            s->tries[s->cursor & p->mask] = 0;
+            bytes += sl->ev.payload_len;
+            n++;
+            s->cursor++;
         }
-        b->seqs[n] = s->cursor;
-        b->evs[n] = &sl->ev;
-        s->tries[s->cursor & p->mask] = 0;
-        bytes += sl->ev.payload_len;
-        n++;
-        s->cursor++;
     }
+    pgcdc_bucket_take(&s->rate_ev, (double)n);
+    pgcdc_bucket_take(&s->rate_bytes, (double)bytes);
     return n;
 }
 
@@ -446,7 +496,7 @@ static int lane_start_plugin(struct pgcdc_sink *s)
         if (rc == 0) {
             break;
         }
-        int64_t wait = backoff_ms(s->retry_min_ms, s->retry_max_ms, attempt++);
+        int64_t wait = unavail_backoff_ms(s, attempt++);
         pgcdc_log(PGCDC_LOG_WARN, s->component, "start failed: %s; retrying in %lld ms",
                   e.msg[0] ? e.msg : pgcdc_strerror(rc), (long long)wait);
         pthread_mutex_lock(&s->mu);
@@ -499,12 +549,12 @@ static void *lane_main(void *arg)
                 continue;
             }
         }
-        int waiting_retry;
-        uint32_t n = collect(s, b, &waiting_retry);
+        const struct timespec *wait_until;
+        uint32_t n = collect(s, b, &wait_until);
         if (n == 0) {
             lingering = 0;
-            if (waiting_retry) {
-                pthread_cond_timedwait(&s->cond, &s->mu, &s->retry_at);
+            if (wait_until != NULL) {
+                pthread_cond_timedwait(&s->cond, &s->mu, wait_until);
             }
             else {
                 pthread_cond_wait(&s->cond, &s->mu);
@@ -530,17 +580,20 @@ static void *lane_main(void *arg)
 
         pthread_mutex_lock(&s->mu);
         if (rc < 0) {
-            /* Not accepted: no ack will come (sink.h); every event goes back for retry. */
+            /* Not accepted: no ack will come (sink.h); every event goes back for retry, and
+             * the sink, not the event, failed: no attempt is counted. */
             for (uint32_t i = 0; i < n; i++) {
                 uint8_t *st = &s->state_of[b->seqs[i] & p->mask];
                 if (*st == EV_INFLIGHT) {
                     *st = EV_RETRY;
                     retry_push(s, b->seqs[i]);
+                    uint8_t *t = &s->tries[b->seqs[i] & p->mask];
+                    *t = *t > 0 ? *t - 1 : 0;
                 }
             }
             b->active = 0;
             s->inflight_batches--;
-            int64_t wait = backoff_ms(s->retry_min_ms, s->retry_max_ms, s->retry_attempt++);
+            int64_t wait = unavail_backoff_ms(s, s->retry_attempt++);
             now_plus_ms(&s->retry_at, wait);
             pgcdc_log(PGCDC_LOG_WARN, s->component,
                       "deliver of %u events failed: %s; retrying in %lld ms", n,
@@ -582,11 +635,34 @@ static void host_log(struct pgcdc_sink *s, int level, const char *fmt, ...)
 
 static void host_count(struct pgcdc_sink *s, const char *name, uint64_t delta);
 
+/*
+ * An event the sink cannot take: on_poison dlq keeps it durably, then releases it like an
+ * OK; fail (or a dead letter that cannot be written) stops without releasing it, so the
+ * checkpoint never passes it. The store's fsync runs under the lane lock: poison is rare, and
+ * the ack must not return before the event is safe. Returns 1 if it was dead-lettered.
+ */
+static int poison(struct pgcdc_sink *s, uint64_t seq, const char *reason)
+{
+    struct pgcdc_pipeline *p = s->p;
+    struct slot *sl = &p->slots[seq & p->mask];
+    struct pgcdc_err derr = {0};
+    if (s->dlq != NULL &&
+        pgcdc_dlq_append(s->dlq, &sl->ev, s->tries[seq & p->mask], reason, &derr) == 0) {
+        atomic_fetch_sub(&sl->remaining, 1);
+        return 1;
+    }
+    set_failed(p, PGCDC_EPOISON, "sink %s cannot deliver event %s: %s%s%s", s->name, sl->ev.id,
+               reason, derr.msg[0] ? "; and " : "", derr.msg);
+    return 0;
+}
+
 static void host_ack(struct pgcdc_sink *s, uint64_t batch_id, size_t first, size_t n,
                      enum pgcdc_ack status, const char *reason)
 {
     struct pgcdc_pipeline *p = s->p;
-    int released = 0, retried = 0, dead = 0;
+    int released = 0, retried = 0, unavailable = 0, dead = 0;
+    unsigned most_tries = 0;
+    char why[320];
     pthread_mutex_lock(&s->mu);
     struct batch *b = &s->batches[batch_id % (uint64_t)s->max_inflight];
     if (s->stopped || !b->active || b->id != batch_id || first > b->count || n > b->count - first) {
@@ -612,56 +688,93 @@ static void host_ack(struct pgcdc_sink *s, uint64_t batch_id, size_t first, size
             atomic_fetch_sub(&sl->remaining, 1);
             released++;
             break;
-        case PGCDC_ACK_RETRY:
+        case PGCDC_ACK_RETRY: {
+            unsigned tries = s->tries[seq & p->mask];
+            if (pgcdc_retry_exhausted(&s->policy, tries)) {
+                *st = EV_DONE;
+                snprintf(why, sizeof why, "gave up after %u attempts: %s", tries,
+                         reason ? reason : "retry");
+                if (poison(s, seq, why)) {
+                    released++;
+                    dead++;
+                }
+                break;
+            }
             *st = EV_RETRY;
             retry_push(s, seq);
             retried++;
-            break;
-        case PGCDC_ACK_DROP: {
-            /* on_poison: dlq keeps the event durably, then releases it like an OK; fail (or
-             * a dead letter that cannot be written) stops without releasing it, so the
-             * checkpoint never passes it. The store's fsync runs under the lane lock: drops
-             * are rare, and the ack must not return before the event is safe. */
-            *st = EV_DONE;
-            struct pgcdc_err derr = {0};
-            if (s->dlq != NULL && pgcdc_dlq_append(s->dlq, &sl->ev, s->tries[seq & p->mask],
-                                                   reason ? reason : "dropped", &derr) == 0) {
-                atomic_fetch_sub(&sl->remaining, 1);
-                released++;
-                dead++;
-                break;
-            }
-            set_failed(p, PGCDC_EPOISON, "sink %s cannot deliver event %s: %s%s%s", s->name,
-                       sl->ev.id, reason ? reason : "dropped", derr.msg[0] ? "; and " : "",
-                       derr.msg);
+            most_tries = tries > most_tries ? tries : most_tries;
             break;
         }
-        default:
+        case PGCDC_ACK_UNAVAILABLE: {
+            uint8_t *t = &s->tries[seq & p->mask];
+            *t = *t > 0 ? *t - 1 : 0; /* the sink failed, not the event: not an attempt */
+            *st = EV_RETRY;
+            retry_push(s, seq);
+            unavailable++;
+            break;
+        }
+        case PGCDC_ACK_DROP:
+            *st = EV_DONE;
+            if (poison(s, seq, reason ? reason : "dropped")) {
+                released++;
+                dead++;
+            }
+            break;
+        case PGCDC_ACK_FATAL:
             *st = EV_DONE;
             set_failed(p, PGCDC_EIO, "sink %s failed: %s", s->name, reason ? reason : "fatal");
+            break;
+        default:
+            *st = EV_DONE;
+            set_failed(p, PGCDC_EIO, "sink %s acked with an unknown status %d (contract violation)",
+                       s->name, (int)status);
             break;
         }
         b->outstanding--;
     }
-    if (retried > 0) {
-        /* One failure episode is one backoff step, however many acks report it: only a
-         * retry scheduled while none is pending (or after the last one came due) grows it. */
-        struct timespec now;
+    struct timespec now;
+    if (retried > 0 || unavailable > 0) {
         clock_gettime(CLOCK_MONOTONIC, &now);
-        int pending = s->retry_len > (size_t)retried && ts_before(&now, &s->retry_at);
+    }
+    if (unavailable > 0) {
+        /* One outage episode is one backoff step, however many acks report it: only a
+         * retry scheduled while none is pending (or after the last one came due) grows it. */
+        int pending =
+            s->retry_len > (size_t)(retried + unavailable) && ts_before(&now, &s->retry_at);
         if (!pending) {
-            int64_t wait = backoff_ms(s->retry_min_ms, s->retry_max_ms, s->retry_attempt++);
+            int64_t wait = unavail_backoff_ms(s, s->retry_attempt++);
             now_plus_ms(&s->retry_at, wait);
-            pgcdc_log(PGCDC_LOG_WARN, s->component, "%d events to retry in %lld ms: %s", retried,
-                      (long long)wait, reason ? reason : "retry");
+            pgcdc_log(PGCDC_LOG_WARN, s->component, "%d events to retry in %lld ms: %s",
+                      unavailable, (long long)wait, reason ? reason : "sink unavailable");
         }
     }
-    else if (released > 0) {
+    if (retried > 0) {
+        /* Refused events: the wait grows with the attempts of the most-tried one. */
+        struct timespec at;
+        int64_t wait = pgcdc_retry_delay_ms(s->policy.event_min_ms, s->policy.max_ms,
+                                            most_tries > 0 ? most_tries - 1 : 0, &s->rng);
+        now_plus_ms(&at, wait);
+        if (ts_before(&s->retry_at, &at)) { /* a pending later retry (an outage) wins */
+            s->retry_at = at;
+        }
+        if (s->policy.max_attempts > 0) {
+            pgcdc_log(PGCDC_LOG_WARN, s->component,
+                      "%d events refused, retry in %lld ms (attempt %u of %u): %s", retried,
+                      (long long)wait, most_tries + 1, s->policy.max_attempts,
+                      reason ? reason : "retry");
+        }
+        else {
+            pgcdc_log(PGCDC_LOG_WARN, s->component, "%d events refused, retry in %lld ms: %s",
+                      retried, (long long)wait, reason ? reason : "retry");
+        }
+    }
+    if (retried == 0 && unavailable == 0 && released > 0) {
         s->retry_attempt = 0;
     }
     /* The lane waits for a free batch slot or a retry to collect; no other ack concerns it
      * (signalling on every ack woke an idle lane thread once per event). */
-    int wake_lane = retried > 0;
+    int wake_lane = retried > 0 || unavailable > 0;
     if (b->outstanding == 0) {
         b->active = 0;
         s->inflight_batches--;

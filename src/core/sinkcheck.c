@@ -167,7 +167,10 @@ static void k_ack(struct pgcdc_sink *s, uint64_t batch_id, size_t first, size_t 
             b->acked[i] = 1;
             e->status = (int)status;
             snprintf(e->reason, sizeof e->reason, "%s", reason ? reason : "");
-            if (status == PGCDC_ACK_RETRY) {
+            if ((int)status < PGCDC_ACK_OK || (int)status > PGCDC_ACK_UNAVAILABLE) {
+                violate(k, "event %s acked with unknown status %d", e->id, (int)status);
+            }
+            if (status == PGCDC_ACK_RETRY || status == PGCDC_ACK_UNAVAILABLE) {
                 e->retry = 1;
             }
             else if (e->terminal++ > 0) {
