@@ -25,6 +25,7 @@
 
 #include "core/config.h"
 #include "core/engine.h"
+#include "core/failpoint.h"
 #include "core/log.h"
 #include "plugin/registry.h"
 
@@ -197,6 +198,14 @@ int main(int argc, char **argv)
     if (config_path == NULL) {
         fprintf(stderr, "pgcdc: no config file: give -c FILE (or set PGCDC_CONFIG)\n");
         return PGCDC_EXIT_USAGE;
+    }
+    struct pgcdc_err fperr = {0};
+    if (pgcdc_failpoints_parse(getenv("PGCDC_FAILPOINTS"), &fperr) != 0) {
+        fprintf(stderr, "pgcdc: %s\n", fperr.msg);
+        return PGCDC_EXIT_CONFIG;
+    }
+    if (pgcdc_failpoints_armed()) {
+        fprintf(stderr, "pgcdc: failpoints armed (test build): %s\n", getenv("PGCDC_FAILPOINTS"));
     }
     int lvl = log_level ? pgcdc_log_level_from_name(log_level) : PGCDC_LOG_INFO;
     int fmt = log_format ? pgcdc_log_format_from_name(log_format) : PGCDC_LOGFMT_AUTO;

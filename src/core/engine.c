@@ -40,6 +40,7 @@
 #include "core/buf.h"
 #include "core/checkpoint.h"
 #include "core/err.h"
+#include "core/failpoint.h"
 #include "core/log.h"
 #include "core/pipeline.h"
 #include "pg/pgoutput.h"
@@ -331,10 +332,12 @@ static int maybe_send_status(struct engine *e, int force, struct pgcdc_err *err)
         return 0; /* never report 0/0 */
     }
     if (advanced) {
+        PGCDC_FAILPOINT(PGCDC_FP_AFTER_SINK_ACK_BEFORE_CHECKPOINT);
         int rc = write_checkpoint(e, e->flush_lsn, err);
         if (rc != 0) {
             return rc;
         }
+        PGCDC_FAILPOINT(PGCDC_FP_AFTER_CHECKPOINT_WRITE_BEFORE_STATUS);
     }
     uint64_t write_lsn = e->received_lsn > e->flush_lsn ? e->received_lsn : e->flush_lsn;
     /* When the server has been quiet, ask it to answer: its keepalive proves the connection

@@ -44,6 +44,7 @@
 #include "codec/encode.h"
 #include "core/dlq.h"
 #include "core/err.h"
+#include "core/failpoint.h"
 #include "core/log.h"
 #include "core/ratelimit.h"
 #include "core/retry.h"
@@ -660,6 +661,9 @@ static void host_ack(struct pgcdc_sink *s, uint64_t batch_id, size_t first, size
                      enum pgcdc_ack status, const char *reason)
 {
     struct pgcdc_pipeline *p = s->p;
+    if (status == PGCDC_ACK_OK) {
+        PGCDC_FAILPOINT(PGCDC_FP_AFTER_SINK_PUBLISH_BEFORE_ACK);
+    }
     int released = 0, retried = 0, unavailable = 0, dead = 0;
     unsigned most_tries = 0;
     char why[320];

@@ -15,6 +15,7 @@
 
 #include "core/checkpoint.h"
 #include "core/err.h"
+#include "core/failpoint.h"
 #include "pg/pgoutput.h"
 
 /* Pinned so that the text form of values is the same on every server (pg_dump does the
@@ -324,7 +325,11 @@ int pgcdc_pg_send_status(PGconn *conn, uint64_t write_lsn, uint64_t flush_lsn, i
     put_u64(msg + 17, flush_lsn); /* apply = flush: we apply nothing ourselves */
     put_u64(msg + 25, (uint64_t)pgcdc_pg_now());
     msg[33] = (char)(reply ? 1 : 0);
-    if (PQputCopyData(conn, msg, sizeof msg) <= 0 || PQflush(conn) < 0) {
+    int queued = PQputCopyData(conn, msg, sizeof msg);
+    if (queued > 0) {
+        PGCDC_FAILPOINT(PGCDC_FP_DURING_STATUS_SEND);
+    }
+    if (queued <= 0 || PQflush(conn) < 0) {
         pgcdc_err_set(err, PGCDC_EIO, "sending the status update: %s", PQerrorMessage(conn));
         err->msg[strcspn(err->msg, "\n")] = '\0';
         return PGCDC_EIO;
