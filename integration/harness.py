@@ -57,7 +57,8 @@ __all__ = [
     "Pgcdc", "HarnessError", "Skip", "TestTimeout", "free_port", "wait_until",
     "read_events", "read_msgpack_events", "to_yaml", "make_config", "lsn_to_int",
     "int_to_lsn", "redis_cmd", "memcached_cmd", "pause_pid", "resume_pid",
-    "kill_pid", "pid_alive", "rss_kb", "timeout", "slow", "REPO", "PG_BIN", "QUICK",
+    "kill_pid", "pid_alive", "rss_kb", "timeout", "slow", "full_tier", "FULL", "REPO", "PG_BIN",
+    "QUICK",
 ]
 
 
@@ -84,6 +85,15 @@ def timeout(seconds):
 def slow(fn):
     """Decorator: skip this test under `run.py --quick` (PGCDC_QUICK=1)."""
     fn.slow = True
+    return fn
+
+
+FULL = os.environ.get("PGCDC_FULL", "") not in ("", "0")
+
+
+def full_tier(fn):
+    """Decorator: the fault matrix's full tier; skipped unless `run.py --full` (PGCDC_FULL=1)."""
+    fn.full_tier = True
     return fn
 
 

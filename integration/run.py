@@ -36,8 +36,10 @@ DEFAULT_TIMEOUT = 120.0
 
 
 def discover(files=None):
-    paths = [Path(f).resolve() for f in files] if files else sorted(HERE.glob("test_*.py"))
-    return paths
+    if files:
+        return [Path(f).resolve() for f in files]
+    # the fault matrix (faults/) after the per-module suites
+    return sorted(HERE.glob("test_*.py")) + sorted((HERE / "faults").glob("test_*.py"))
 
 
 def load_module(path):
@@ -111,6 +113,9 @@ def run_child(args):
         full = f"{path.stem}::{name}"
         if args.quick and getattr(fn, "slow", False):
             report(full, "SKIP", 0.0, "slow test (--quick)")
+            continue
+        if getattr(fn, "full_tier", False) and not args.full:
+            report(full, "SKIP", 0.0, "full tier (run with --full)")
             continue
         wants_h = len(inspect.signature(fn).parameters) > 0
         if wants_h and h is None:
@@ -209,6 +214,9 @@ def run_module(path, names, backstop, args, counts):
             argv += ["--tests", ",".join(names)]
         if args.quick:
             argv.append("--quick")
+        if args.full:
+            argv.append("--full")
+            env["PGCDC_FULL"] = "1"
         proc = subprocess.Popen(argv, env=env, stdin=subprocess.DEVNULL, start_new_session=True)
         try:
             proc.wait(backstop * args.timeout_scale)
@@ -293,6 +301,9 @@ def main():
                     help="leave out tests whose module::name contains SUBSTR (repeatable)")
     ap.add_argument("--quick", action="store_true",
                     help="skip tests marked @slow; sets PGCDC_QUICK=1 for shorter workloads")
+    ap.add_argument("--full", action="store_true", default=os.environ.get("PGCDC_FULL") == "1",
+                    help="also run the full tier of the fault matrix (tests marked @full_tier: "
+                         "long outages, many crash points, big transactions); PGCDC_FULL=1")
     ap.add_argument("--list", action="store_true", help="list the selected tests and exit")
     ap.add_argument("--timeout-scale", type=float, default=float(os.environ.get(
         "PGCDC_TIMEOUT_SCALE", "1")), help="multiply every time limit (e.g. 3 under valgrind)")
