@@ -51,11 +51,13 @@ class Sampler(threading.Thread):
         return max(counts) if counts else None
 
     def run(self):
-        conn = psycopg2.connect(self.pg.dsn())
-        conn.autocommit = True
-        cur = conn.cursor()
+        conn = None
         while not self.stop_ev.wait(0.1):
             try:
+                if conn is None or conn.closed:  # (again, after a Postgres restart)
+                    conn = psycopg2.connect(self.pg.dsn(), connect_timeout=2)
+                    conn.autocommit = True
+                cur = conn.cursor()
                 cur.execute("SELECT confirmed_flush_lsn::text FROM pg_replication_slots "
                             "WHERE slot_name = %s", (self.slot,))
                 row = cur.fetchone()
@@ -64,6 +66,8 @@ class Sampler(threading.Thread):
                 lsn = lsn_to_int(row[0])
                 count = self.stream_count()
             except Exception:  # a paused or dead server: skip this sample
+                if conn is not None:
+                    conn.close()
                 continue
             # The stream only grows here. A server that is still recovering after a restart
             # lists it late, or with fewer messages than it already reported, and such a
@@ -72,7 +76,8 @@ class Sampler(threading.Thread):
                 self.skipped += 1
                 continue
             self.samples.append((lsn, count))
-        conn.close()
+        if conn is not None:
+            conn.close()
 
     def check(self, messages):
         """Every event of a transaction before the sampled flush LSN was among the first
@@ -114,26 +119,32 @@ def verdict(messages, writer):
 
 
 def run_scenario(h, fault, n_txn=3000, node=None, url=None, sink_kw=None, start_nats=True,
-                 name="nf", monitor=None, env=None):
-    """Ledger workload into JetStream with `fault(p, nats)` applied mid-way; full verdict."""
+                 name="nf", monitor=None, env=None, pg=None, cfg_kw=None):
+    """Ledger workload into JetStream with `fault(p, nats, writer)` applied mid-way; full
+    verdict. `pg` (default: the shared one) may be restarted by the fault: the writer then
+    reconnects, and changes of transactions whose commit it could not see are excluded."""
     nats = node or (h.start_nats(name=h.unique("nats")) if start_nats else None)
-    db = setup_ledger(h, name)
+    own_pg = pg is not None
+    pg = pg or h.pg
+    db = setup_ledger(h, name, pg)
     slot = h.unique(name)
     stream = "CDC_APP"
-    cfg = make_config(h.pg.dsn(db), slot, slot, tables=["public.kv", "public.ledger"],
+    cfg = make_config(pg.dsn(db), slot, slot, tables=["public.kv", "public.ledger"],
                       sinks=[nats_sink(url or nats.url, **(sink_kw or {}))])
+    for section, kv in (cfg_kw or {}).items():
+        cfg.setdefault(section, {}).update(kv)
     p = h.pgcdc(cfg, env=env)
     p.wait_log("streaming from slot")
-    sampler = Sampler(h.pg, slot, monitor or [nats], stream)
+    sampler = Sampler(pg, slot, monitor or [nats], stream)
     sampler.start()
-    w = Writer(h.pg.dsn(db), n_txn, seed=n_txn)
+    w = Writer(pg.dsn(db), n_txn, seed=n_txn, reconnect=own_pg)
     w.start()
     try:
         fault(p, nats, w)
         w.join(240)
         assert not w.is_alive() and w.error is None, w.error
-        end = lsn_to_int(h.pg.query_one("SELECT pg_current_wal_lsn()::text"))
-        wait_until(lambda: lsn_to_int(h.pg.slot_info(slot)["confirmed_flush_lsn"]) >= end,
+        end = lsn_to_int(pg.query_one("SELECT pg_current_wal_lsn()::text"))
+        wait_until(lambda: lsn_to_int(pg.slot_info(slot)["confirmed_flush_lsn"]) >= end,
                    180, 0.5, "everything to be stored and confirmed")
     finally:
         sampler.stop_ev.set()
