@@ -44,6 +44,7 @@ static void usage(FILE *f)
                "  dlq list [SINK]   the dead-letter records of the config's sinks\n"
                "  dlq show SINK [N] record N (or all) of a sink's dead-letter store, as JSON\n"
                "  dlq replay SINK   deliver a sink's dead letters again (pgcdc stopped)\n"
+               "  dlq purge SINK    delete a sink's dead letters (pgcdc stopped)\n"
                "  sink-check PLUGIN [SINK]  run the sink conformance kit on a plugin (.so or\n"
                "                    built-in) with its sink's config from -c FILE\n"
                "\n"
@@ -175,7 +176,8 @@ int main(int argc, char **argv)
     else if (strcmp(cmd, "dlq") == 0) {
         mode = -3;
         if (optind + 1 >= argc || optind + 4 < argc) {
-            fprintf(stderr, "pgcdc: usage: pgcdc dlq list [SINK] | dlq show SINK [N] -c FILE\n");
+            fprintf(stderr, "pgcdc: usage: pgcdc dlq list [SINK] | dlq show SINK [N] | "
+                            "dlq replay SINK | dlq purge SINK -c FILE\n");
             return PGCDC_EXIT_USAGE;
         }
     }

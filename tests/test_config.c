@@ -475,6 +475,13 @@ Test(config, validates_sink_names_and_limits)
                 "batch_events: must be 1..65536");
     parse_fails(SRC "sinks:\n  - name: c\n    type: t\n    max_inflight_batches: 1025\n",
                 "max_inflight_batches: must be 1..1024");
+    parse_fails(SRC "sinks:\n  - name: c\n    type: t\n    max_attempts: 101\n",
+                "t.yml:8: sinks[0] (c).max_attempts: must be 0..100");
+    parse_fails(SRC "sinks:\n  - name: c\n    type: t\n    rate_events: -1\n",
+                "rate_events: must not be negative");
+    parse_fails(SRC "sinks:\n  - name: c\n    type: t\n    best_effort: true\n"
+                    "    on_poison: fail\n",
+                "t.yml:9: sinks[0] (c).on_poison: a best_effort sink dead-letters");
     parse_fails(SRC "pipeline:\n  buffer_bytes: 63KiB\n",
                 "t.yml:6: pipeline.buffer_bytes: must be at least 64KiB");
     parse_fails(SRC "pipeline:\n  max_events: 15\n", "pipeline.max_events: must be 16..1048576");

@@ -88,11 +88,14 @@ static const char *mk_state_dir; /* pipeline state_dir for the next mk() */
 static const char *mk_on_poison; /* sinks' on_poison for the next mk() */
 static int64_t mk_max_attempts;  /* sinks' max_attempts for the next mk() (0: no cap) */
 static int64_t mk_rate_events, mk_rate_burst; /* sinks' token bucket for the next mk() */
+static unsigned mk_best_effort;               /* bit k: sink k is best_effort */
+static size_t mk_max_events;                  /* the log's slots (0: 64) */
 
 static struct pgcdc_pipeline *mk(int nsink, size_t buffer_bytes, int64_t batch_events)
 {
-    struct pgcdc_pipeline_opts o = {
-        .buffer_bytes = buffer_bytes, .max_events = 64, .state_dir = mk_state_dir};
+    struct pgcdc_pipeline_opts o = {.buffer_bytes = buffer_bytes,
+                                    .max_events = mk_max_events ? mk_max_events : 64,
+                                    .state_dir = mk_state_dir};
     struct pgcdc_pipeline *p = NULL;
     struct pgcdc_err err = {0};
     cr_assert(eq(int, pgcdc_pipeline_new(&o, &p, &err), 0), "%s", err.msg);
@@ -110,6 +113,7 @@ static struct pgcdc_pipeline *mk(int nsink, size_t buffer_bytes, int64_t batch_e
                                        .retry_backoff_ms = 5,
                                        .rate_events = mk_rate_events,
                                        .rate_events_burst = mk_rate_burst,
+                                       .best_effort = (mk_best_effort >> i) & 1,
                                        .on_poison = mk_on_poison};
         cr_assert(eq(int, pgcdc_pipeline_add_sink(p, &rec_plugin, NULL, &sc, &err), 0), "%s",
                   err.msg);
@@ -520,6 +524,69 @@ Test(pipeline, token_bucket_caps_every_batch_at_the_burst)
     cr_assert(ge(int, sinks[0]->nbatches, 5));
     cr_assert(eq(u64, advance_to(p, 0x110), 0x110));
     pgcdc_pipeline_free(p);
+}
+
+static size_t count_lines(const char *path)
+{
+    FILE *f = fopen(path, "r");
+    size_t n = 0;
+    int c;
+    while (f != NULL && (c = fgetc(f)) != EOF) {
+        n += c == '\n';
+    }
+    if (f != NULL) {
+        fclose(f);
+    }
+    return n;
+}
+
+Test(pipeline, best_effort_sink_sheds_to_the_dead_letter_store_instead_of_holding_the_log)
+{
+    char dir[] = "/tmp/pgcdc-ut-dlq-XXXXXX";
+    cr_assert(not(eq(ptr, mkdtemp(dir), NULL)));
+    mk_state_dir = dir;
+    mk_best_effort = 2; /* sink 1 */
+    mk_max_events = 16;
+    struct pgcdc_pipeline *p = mk(2, 1 << 16, 64);
+    mk_state_dir = NULL;
+    mk_best_effort = 0;
+    mk_max_events = 0;
+    /* The log has 16 slots. Sink 1 refuses every batch. */
+    sinks[1]->fail_deliveries = 1 << 30;
+    char ids[40][16];
+    pgcdc_pipeline_begin_txn(p, 0x100);
+    for (int i = 0; i < 16; i++) {
+        snprintf(ids[i], sizeof ids[i], "a/%d", i);
+        cr_assert(eq(int, push(p, ids[i]), 0));
+    }
+    pgcdc_pipeline_commit_txn(p, 0x110);
+    pgcdc_pipeline_publish(p);
+    wait_batches(0, 1);
+    ack(0, 0, 0, sinks[0]->batches[0].count, PGCDC_ACK_OK);
+    if (sinks[0]->batches[0].count < 16) {
+        wait_batches(0, 2);
+        ack(0, 1, 0, sinks[0]->batches[1].count, PGCDC_ACK_OK);
+    }
+    usleep(20000);
+    cr_assert(eq(u64, pgcdc_pipeline_advance(p), 0), "held by the refusing sink so far");
+    /* The next transaction needs room: the best-effort sink's oldest events are shed. */
+    pgcdc_pipeline_begin_txn(p, 0x200);
+    for (int i = 16; i < 32; i++) {
+        snprintf(ids[i], sizeof ids[i], "b/%d", i);
+        cr_assert(eq(int, push(p, ids[i]), 0), "push %d: the log stayed full", i);
+        pgcdc_pipeline_publish(p);
+    }
+    pgcdc_pipeline_commit_txn(p, 0x210);
+    cr_assert(eq(u64, pgcdc_pipeline_advance(p), 0x110), "the first transaction is released");
+    cr_assert(eq(int, pgcdc_pipeline_failed(p, NULL), 0));
+    pgcdc_pipeline_free(p);
+    char path[256];
+    snprintf(path, sizeof path, "%s/dlq/rec.jsonl", dir);
+    cr_assert(ge(sz, count_lines(path), 16), "every shed event is in the store");
+    unlink(path);
+    snprintf(path, sizeof path, "%s/dlq", dir);
+    rmdir(path);
+    rmdir(dir);
 }
 
 Test(pipeline, empty_transactions_advance_in_order)

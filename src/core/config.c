@@ -1502,6 +1502,10 @@ static const struct pgcdc_config_key sink_keys[] = {
         "token bucket: payload bytes per second to this sink; 0 = unlimited"),
     KEY(PGCDC_CFG_SIZE, "rate_bytes_burst", "0", 0, struct pgcdc_sink_config, rate_bytes_burst,
         "bytes the bucket holds; 0 = one second's worth"),
+    KEY(PGCDC_CFG_BOOL, "best_effort", "false", 0, struct pgcdc_sink_config, best_effort,
+        "never hold the checkpoint back: when this sink's events fill the pipeline, the "
+        "oldest it has not taken are dead-lettered instead (pub/sub invalidation, say); "
+        "implies on_poison dlq"),
     KEY(PGCDC_CFG_STR, "on_poison", "fail", 0, struct pgcdc_sink_config, on_poison,
         "an event the sink rejects for good: fail (stop, exit 65, checkpoint held before it) "
         "or dlq (append it to checkpoint.path/dlq/NAME.jsonl and go on)"),
@@ -1601,6 +1605,7 @@ const char *const pgcdc_sink_common_keys[] = {
     "rate_events_burst",
     "rate_bytes",
     "rate_bytes_burst",
+    "best_effort",
     "on_poison",
     NULL,
 };
@@ -1815,6 +1820,14 @@ static int check_sinks(struct pgcdc_config *cfg, struct pgcdc_err *err)
         if (!one_of(s->on_poison, poison)) {
             return cfg_error(err, file, line_of(m, "on_poison"),
                              "sinks[%zu] (%s).on_poison: expected 'fail' or 'dlq'", i, s->name);
+        }
+        if (s->best_effort) {
+            if (map_get(m, "on_poison") != NULL && strcmp(s->on_poison, "dlq") != 0) {
+                return cfg_error(err, file, line_of(m, "on_poison"),
+                                 "sinks[%zu] (%s).on_poison: a best_effort sink dead-letters "
+                                 "what it cannot take (on_poison: dlq)",
+                                 i, s->name);
+            }
         }
     }
     return 0;

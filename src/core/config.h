@@ -79,6 +79,8 @@ struct pgcdc_sink_config {
     int64_t rate_events_burst;         /* 0 = rate_events */
     int64_t rate_bytes;                /* bytes/s; 0 = unlimited */
     int64_t rate_bytes_burst;          /* 0 = rate_bytes */
+    int best_effort;                   /* never holds the checkpoint: sheds to the DLQ (and
+                                          poison goes there too, whatever on_poison says) */
     const char *on_poison;             /* "fail" (default) or "dlq" */
     const struct pgcdc_cfg_node *node; /* the whole mapping, for the plugin's own keys */
     int line;

@@ -26,7 +26,24 @@ struct pgcdc_dlq {
     char sink[64];
     char *buf; /* one record, reused */
     size_t cap;
+    uint64_t records; /* lines in the file (counted at open, then kept) */
+    uint64_t bytes;
 };
+
+static uint64_t count_lines(int fd)
+{
+    char block[65536];
+    uint64_t n = 0;
+    off_t pos = 0;
+    ssize_t got;
+    while ((got = pread(fd, block, sizeof block, pos)) > 0) {
+        for (ssize_t i = 0; i < got; i++) {
+            n += block[i] == '\n';
+        }
+        pos += got;
+    }
+    return n;
+}
 
 /* Cut a record a crash left without its newline (it was never fsynced as a whole). */
 static int drop_torn_record(int fd)
@@ -91,6 +108,9 @@ int pgcdc_dlq_open(const char *dir, const char *sink, struct pgcdc_dlq **out, st
         free(d);
         return rc;
     }
+    struct stat sb;
+    d->bytes = fstat(d->fd, &sb) == 0 ? (uint64_t)sb.st_size : 0;
+    d->records = count_lines(d->fd);
     pthread_mutex_init(&d->mu, NULL);
     *out = d;
     return 0;
@@ -185,8 +205,8 @@ static int render(struct pgcdc_dlq *d, const struct pgcdc_event *ev, unsigned at
     return 0;
 }
 
-int pgcdc_dlq_append(struct pgcdc_dlq *d, const struct pgcdc_event *ev, unsigned attempts,
-                     const char *reason, struct pgcdc_err *err)
+static int append(struct pgcdc_dlq *d, const struct pgcdc_event *ev, unsigned attempts,
+                  const char *reason, int sync, struct pgcdc_err *err)
 {
     pthread_mutex_lock(&d->mu);
     size_t len = 0;
@@ -214,13 +234,43 @@ int pgcdc_dlq_append(struct pgcdc_dlq *d, const struct pgcdc_event *ev, unsigned
         p += w;
         left -= (size_t)w;
     }
-    if (fsync(d->fd) != 0) {
+    if (sync && fsync(d->fd) != 0) {
         int e = errno;
         pthread_mutex_unlock(&d->mu);
         return pgcdc_err_set(err, PGCDC_EIO, "fsync %s: %s", d->path, strerror(e));
     }
+    d->records++;
+    d->bytes += len;
     pthread_mutex_unlock(&d->mu);
     return 0;
+}
+
+int pgcdc_dlq_append(struct pgcdc_dlq *d, const struct pgcdc_event *ev, unsigned attempts,
+                     const char *reason, struct pgcdc_err *err)
+{
+    return append(d, ev, attempts, reason, 1, err);
+}
+
+int pgcdc_dlq_append_nosync(struct pgcdc_dlq *d, const struct pgcdc_event *ev, unsigned attempts,
+                            const char *reason, struct pgcdc_err *err)
+{
+    return append(d, ev, attempts, reason, 0, err);
+}
+
+int pgcdc_dlq_sync(struct pgcdc_dlq *d, struct pgcdc_err *err)
+{
+    if (fsync(d->fd) != 0) {
+        return pgcdc_err_set(err, PGCDC_EIO, "fsync %s: %s", d->path, strerror(errno));
+    }
+    return 0;
+}
+
+void pgcdc_dlq_size(struct pgcdc_dlq *d, uint64_t *records, uint64_t *bytes)
+{
+    pthread_mutex_lock(&d->mu);
+    *records = d->records;
+    *bytes = d->bytes;
+    pthread_mutex_unlock(&d->mu);
 }
 
 const char *pgcdc_dlq_path(const struct pgcdc_dlq *d)

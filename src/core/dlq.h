@@ -20,6 +20,7 @@
 #define PGCDC_CORE_DLQ_H
 
 #include <stddef.h>
+#include <stdint.h>
 
 #include <pgcdc/event.h>
 #include <pgcdc/status.h>
@@ -33,6 +34,15 @@ int pgcdc_dlq_open(const char *dir, const char *sink, struct pgcdc_dlq **out,
 /* Append one record and fsync it. Returns 0 or PGCDC_EIO / PGCDC_ENOMEM with err set. */
 int pgcdc_dlq_append(struct pgcdc_dlq *d, const struct pgcdc_event *ev, unsigned attempts,
                      const char *reason, struct pgcdc_err *err);
+
+/* The same without the fsync, for a run of records: call pgcdc_dlq_sync before releasing
+ * any of their events. */
+int pgcdc_dlq_append_nosync(struct pgcdc_dlq *d, const struct pgcdc_event *ev, unsigned attempts,
+                            const char *reason, struct pgcdc_err *err);
+int pgcdc_dlq_sync(struct pgcdc_dlq *d, struct pgcdc_err *err);
+
+/* Records and bytes in the store (the DLQ size metric). */
+void pgcdc_dlq_size(struct pgcdc_dlq *d, uint64_t *records, uint64_t *bytes);
 
 const char *pgcdc_dlq_path(const struct pgcdc_dlq *d);
 

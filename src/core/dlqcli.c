@@ -1,13 +1,18 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
  * dlqcli.c - `pgcdc dlq list [SINK]` and `pgcdc dlq show SINK [N]`: reading the dead-letter
- * stores (core/dlq.h) of a config's sinks. Read-only; a record a crash cut short (the file's
- * last line without a newline) is reported, not shown.
+ * stores (core/dlq.h) of a config's sinks; a record a crash cut short (the file's last line
+ * without a newline) is reported, not shown. `pgcdc dlq purge SINK` empties one store, only
+ * while no pgcdc holds it (the store's flock, as for replay).
  */
+#include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/types.h>
+#include <unistd.h>
 
 #include <jansson.h>
 
@@ -87,13 +92,59 @@ static void show_one(long n, const char *line, void *ctx)
     s->shown++;
 }
 
+static void count_one(long n, const char *line, void *ctx)
+{
+    (void)n;
+    (void)line;
+    (void)ctx;
+}
+
+/* Empty the store at path: exit 0, or 1 when pgcdc holds it or it cannot be written. */
+static int purge(const char *sink, const char *path)
+{
+    int fd = open(path, O_RDWR | O_CLOEXEC);
+    if (fd < 0) {
+        if (errno == ENOENT) {
+            printf("sink %s: no dead-letter store (%s): nothing to purge\n", sink, path);
+            return PGCDC_EXIT_OK;
+        }
+        fprintf(stderr, "pgcdc: %s: %s\n", path, strerror(errno));
+        return PGCDC_EXIT_RETRYABLE;
+    }
+    if (flock(fd, LOCK_EX | LOCK_NB) != 0) {
+        fprintf(stderr,
+                "pgcdc: %s is in use (a pgcdc run or replay holds it): stop it, then purge\n",
+                path);
+        close(fd);
+        return PGCDC_EXIT_RETRYABLE;
+    }
+    int torn = 0;
+    long n = each_record(path, count_one, NULL, &torn);
+    int rc = ftruncate(fd, 0) == 0 && fsync(fd) == 0 ? 0 : -1;
+    int e = errno;
+    close(fd);
+    if (rc != 0) {
+        fprintf(stderr, "pgcdc: emptying %s: %s\n", path, strerror(e));
+        return PGCDC_EXIT_RETRYABLE;
+    }
+    printf("sink %s: purged %ld dead-letter record(s)%s from %s\n", sink, n < 0 ? 0 : n,
+           torn ? " (and a torn one)" : "", path);
+    return PGCDC_EXIT_OK;
+}
+
 int pgcdc_dlq_cli(struct pgcdc_config *cfg, const char *verb, const char *sink, const char *nth)
 {
     int list = strcmp(verb, "list") == 0;
-    if (strcmp(verb, "replay") == 0 && sink != NULL) {
+    int replay = strcmp(verb, "replay") == 0, purging = strcmp(verb, "purge") == 0;
+    if ((replay || purging) && sink != NULL && nth == NULL) {
         for (size_t i = 0; i < cfg->nsinks; i++) {
             if (strcmp(cfg->sinks[i].name, sink) == 0) {
-                return pgcdc_dlq_replay(cfg, i);
+                if (replay) {
+                    return pgcdc_dlq_replay(cfg, i);
+                }
+                char path[4200];
+                snprintf(path, sizeof path, "%s/dlq/%s.jsonl", cfg->checkpoint.path, sink);
+                return purge(sink, path);
             }
         }
         fprintf(stderr, "pgcdc: %s has no sink named %s\n", cfg->filename, sink);
@@ -101,7 +152,7 @@ int pgcdc_dlq_cli(struct pgcdc_config *cfg, const char *verb, const char *sink, 
     }
     if (!list && (strcmp(verb, "show") != 0 || sink == NULL)) {
         fprintf(stderr, "pgcdc: usage: pgcdc dlq list [SINK] | dlq show SINK [N] | "
-                        "dlq replay SINK -c FILE\n");
+                        "dlq replay SINK | dlq purge SINK -c FILE\n");
         return PGCDC_EXIT_USAGE;
     }
     int found = 0;

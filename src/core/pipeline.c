@@ -55,6 +55,7 @@ enum ev_state {
     EV_INFLIGHT = 1, /* in a delivered batch, awaiting its terminal ack */
     EV_RETRY = 2,    /* acked RETRY (or its batch was refused): on the retry list */
     EV_DONE = 3,     /* terminally acked */
+    EV_SHED = 4,     /* dead-lettered, released once the store is fsynced (poison, shed) */
 };
 
 struct slot {
@@ -92,6 +93,7 @@ struct pgcdc_sink {
     char component[80];
 
     int64_t batch_events, batch_bytes, linger_ms, max_inflight;
+    int best_effort; /* sheds instead of holding the log (shed_best_effort) */
     struct pgcdc_retry_policy policy;
     uint64_t rng;                            /* jitter */
     struct pgcdc_bucket rate_ev, rate_bytes; /* rate_events, rate_bytes */
@@ -146,6 +148,7 @@ struct pgcdc_pipeline {
 
     struct pgcdc_sink **lanes;
     size_t nlanes;
+    int has_best_effort;
 
     int wake_fd;
     atomic_int wake_armed; /* the source wants an eventfd write for the next release */
@@ -291,6 +294,8 @@ int pgcdc_pipeline_add_sink(struct pgcdc_pipeline *p, const struct pgcdc_sink_pl
     s->batch_bytes = sc->batch_bytes;
     s->linger_ms = sc->linger_ms;
     s->max_inflight = sc->max_inflight_batches;
+    s->best_effort = sc->best_effort;
+    p->has_best_effort |= sc->best_effort;
     s->policy.unavail_min_ms = sc->retry_min_ms;
     s->policy.event_min_ms = sc->retry_backoff_ms;
     s->policy.max_ms = sc->retry_max_ms;
@@ -316,10 +321,17 @@ int pgcdc_pipeline_add_sink(struct pgcdc_pipeline *p, const struct pgcdc_sink_pl
     if (s->state_of == NULL || s->tries == NULL || s->retry == NULL || s->batches == NULL) {
         return pgcdc_err_set(err, PGCDC_ENOMEM, "out of memory");
     }
-    if (sc->on_poison != NULL && strcmp(sc->on_poison, "dlq") == 0) {
+    if (sc->best_effort || (sc->on_poison != NULL && strcmp(sc->on_poison, "dlq") == 0)) {
         int rc = pgcdc_dlq_open(p->state_dir[0] ? p->state_dir : ".", s->name, &s->dlq, err);
         if (rc != 0) {
             return rc;
+        }
+        uint64_t recs, bytes;
+        pgcdc_dlq_size(s->dlq, &recs, &bytes);
+        if (recs > 0) {
+            pgcdc_log(PGCDC_LOG_WARN, s->component,
+                      "the dead-letter store %s holds %llu record(s), %llu bytes (pgcdc dlq list)",
+                      pgcdc_dlq_path(s->dlq), (unsigned long long)recs, (unsigned long long)bytes);
         }
     }
     for (int64_t i = 0; i < s->max_inflight; i++) {
@@ -343,6 +355,10 @@ int pgcdc_pipeline_add_sink(struct pgcdc_pipeline *p, const struct pgcdc_sink_pl
 }
 
 /* ---- lane thread ---- */
+
+static int poison(struct pgcdc_sink *s, uint64_t seq, const char *reason);
+static size_t release_poisoned(struct pgcdc_sink *s, const uint64_t *seqs, size_t n);
+static void host_count(struct pgcdc_sink *s, const char *name, uint64_t delta);
 
 static void retry_push(struct pgcdc_sink *s, uint64_t seq)
 {
@@ -429,7 +445,7 @@ static uint32_t collect(struct pgcdc_sink *s, struct batch *b, const struct time
             /* An event's last attempt goes alone: a batch refused as a whole (one HTTP
              * request, say) then isolates the event that is really poison, and the others
              * pass, instead of all of them being given up together. */
-            int last = s->policy.max_attempts > 1 &&
+            int last = !s->best_effort && s->policy.max_attempts > 1 &&
                        (unsigned)s->tries[seq & p->mask] + 1 >= s->policy.max_attempts;
             if (last && n > 0) {
                 break;
@@ -582,15 +598,34 @@ static void *lane_main(void *arg)
         pthread_mutex_lock(&s->mu);
         if (rc < 0) {
             /* Not accepted: no ack will come (sink.h); every event goes back for retry, and
-             * the sink, not the event, failed: no attempt is counted. */
+             * the sink, not the event, failed: no attempt is counted, except by a
+             * best_effort sink, which gives up after max_attempts instead of holding on. */
+            int dead = 0;
             for (uint32_t i = 0; i < n; i++) {
-                uint8_t *st = &s->state_of[b->seqs[i] & p->mask];
-                if (*st == EV_INFLIGHT) {
-                    *st = EV_RETRY;
-                    retry_push(s, b->seqs[i]);
-                    uint8_t *t = &s->tries[b->seqs[i] & p->mask];
+                uint64_t seq = b->seqs[i];
+                uint8_t *st = &s->state_of[seq & p->mask];
+                if (*st != EV_INFLIGHT) {
+                    continue;
+                }
+                uint8_t *t = &s->tries[seq & p->mask];
+                if (s->best_effort && pgcdc_retry_exhausted(&s->policy, *t)) {
+                    char why[320];
+                    snprintf(why, sizeof why, "best_effort: gave up after %u attempts: %s", *t,
+                             e.msg[0] ? e.msg : pgcdc_strerror(rc));
+                    dead += poison(s, seq, why);
+                    continue;
+                }
+                *st = EV_RETRY;
+                retry_push(s, seq);
+                if (!s->best_effort) {
                     *t = *t > 0 ? *t - 1 : 0;
                 }
+            }
+            if (dead > 0 && (dead = (int)release_poisoned(s, b->seqs, n)) > 0) {
+                pgcdc_log(PGCDC_LOG_WARN, s->component, "%d event(s) dead-lettered to %s", dead,
+                          pgcdc_dlq_path(s->dlq));
+                host_count(s, "dead_lettered", (uint64_t)dead);
+                wake_source_released(p);
             }
             b->active = 0;
             s->inflight_batches--;
@@ -634,8 +669,6 @@ static void host_log(struct pgcdc_sink *s, int level, const char *fmt, ...)
     va_end(ap);
 }
 
-static void host_count(struct pgcdc_sink *s, const char *name, uint64_t delta);
-
 /*
  * An event the sink cannot take: on_poison dlq keeps it durably, then releases it like an
  * OK; fail (or a dead letter that cannot be written) stops without releasing it, so the
@@ -648,13 +681,36 @@ static int poison(struct pgcdc_sink *s, uint64_t seq, const char *reason)
     struct slot *sl = &p->slots[seq & p->mask];
     struct pgcdc_err derr = {0};
     if (s->dlq != NULL &&
-        pgcdc_dlq_append(s->dlq, &sl->ev, s->tries[seq & p->mask], reason, &derr) == 0) {
-        atomic_fetch_sub(&sl->remaining, 1);
+        pgcdc_dlq_append_nosync(s->dlq, &sl->ev, s->tries[seq & p->mask], reason, &derr) == 0) {
+        s->state_of[seq & p->mask] = EV_SHED; /* released by release_poisoned, after fsync */
         return 1;
     }
+    s->state_of[seq & p->mask] = EV_DONE;
     set_failed(p, PGCDC_EPOISON, "sink %s cannot deliver event %s: %s%s%s", s->name, sl->ev.id,
                reason, derr.msg[0] ? "; and " : "", derr.msg);
     return 0;
+}
+
+/* One fsync for the dead letters poison() wrote among seqs[0..n), then release them; if the
+ * store cannot be synced, stop without releasing any. Returns how many were released. */
+static size_t release_poisoned(struct pgcdc_sink *s, const uint64_t *seqs, size_t n)
+{
+    struct pgcdc_pipeline *p = s->p;
+    struct pgcdc_err derr = {0};
+    if (pgcdc_dlq_sync(s->dlq, &derr) != 0) {
+        set_failed(p, PGCDC_EIO, "sink %s: %s", s->name, derr.msg);
+        return 0;
+    }
+    size_t released = 0;
+    for (size_t i = 0; i < n; i++) {
+        uint8_t *st = &s->state_of[seqs[i] & p->mask];
+        if (*st == EV_SHED) {
+            *st = EV_DONE;
+            atomic_fetch_sub(&p->slots[seqs[i] & p->mask].remaining, 1);
+            released++;
+        }
+    }
+    return released;
 }
 
 static void host_ack(struct pgcdc_sink *s, uint64_t batch_id, size_t first, size_t n,
@@ -663,6 +719,9 @@ static void host_ack(struct pgcdc_sink *s, uint64_t batch_id, size_t first, size
     struct pgcdc_pipeline *p = s->p;
     if (status == PGCDC_ACK_OK) {
         PGCDC_FAILPOINT(PGCDC_FP_AFTER_SINK_PUBLISH_BEFORE_ACK);
+    }
+    if (status == PGCDC_ACK_UNAVAILABLE && s->best_effort) {
+        status = PGCDC_ACK_RETRY; /* best_effort: an outage counts attempts, then sheds */
     }
     int released = 0, retried = 0, unavailable = 0, dead = 0;
     unsigned most_tries = 0;
@@ -695,13 +754,9 @@ static void host_ack(struct pgcdc_sink *s, uint64_t batch_id, size_t first, size
         case PGCDC_ACK_RETRY: {
             unsigned tries = s->tries[seq & p->mask];
             if (pgcdc_retry_exhausted(&s->policy, tries)) {
-                *st = EV_DONE;
                 snprintf(why, sizeof why, "gave up after %u attempts: %s", tries,
                          reason ? reason : "retry");
-                if (poison(s, seq, why)) {
-                    released++;
-                    dead++;
-                }
+                dead += poison(s, seq, why);
                 break;
             }
             *st = EV_RETRY;
@@ -719,11 +774,7 @@ static void host_ack(struct pgcdc_sink *s, uint64_t batch_id, size_t first, size
             break;
         }
         case PGCDC_ACK_DROP:
-            *st = EV_DONE;
-            if (poison(s, seq, reason ? reason : "dropped")) {
-                released++;
-                dead++;
-            }
+            dead += poison(s, seq, reason ? reason : "dropped");
             break;
         case PGCDC_ACK_FATAL:
             *st = EV_DONE;
@@ -736,6 +787,11 @@ static void host_ack(struct pgcdc_sink *s, uint64_t batch_id, size_t first, size
             break;
         }
         b->outstanding--;
+    }
+    if (dead > 0) {
+        size_t rel = release_poisoned(s, b->seqs + first, n);
+        released += (int)rel;
+        dead = (int)rel;
     }
     struct timespec now;
     if (retried > 0 || unavailable > 0) {
@@ -962,7 +1018,114 @@ int pgcdc_pipeline_txn_open(const struct pgcdc_pipeline *p)
     return p->txn_is_open;
 }
 
+/* Release acked events from the tail (source thread). */
+static void release_tail(struct pgcdc_pipeline *p)
+{
+    uint64_t head = atomic_load_explicit(&p->head, memory_order_relaxed);
+    while (p->tail < head) {
+        struct slot *sl = &p->slots[p->tail & p->mask];
+        if (atomic_load_explicit(&sl->remaining, memory_order_acquire) != 0) {
+            break;
+        }
+        p->arena_tail += sl->footprint;
+        free(sl->heap);
+        sl->heap = NULL;
+        p->tail++;
+    }
+}
+
+/*
+ * The log is full. A best_effort lane that still owes the oldest event must not hold it:
+ * dead-letter, from the tail on, the events it has not taken yet or is waiting to retry
+ * (an eighth of the log at a time, one fsync for the run), and release them. Events in a
+ * batch the sink holds cannot be taken back; its own timeouts bound how long that lasts.
+ * Source thread. Returns how many events were shed.
+ */
+static size_t shed_best_effort(struct pgcdc_pipeline *p)
+{
+    size_t total = 0;
+    uint64_t head = atomic_load_explicit(&p->head, memory_order_acquire);
+    size_t quota = p->nslots / 8 > 0 ? p->nslots / 8 : 1;
+    for (size_t l = 0; l < p->nlanes; l++) {
+        struct pgcdc_sink *s = p->lanes[l];
+        if (!s->best_effort || s->dlq == NULL) {
+            continue;
+        }
+        pthread_mutex_lock(&s->mu);
+        size_t shed = 0;
+        struct pgcdc_err derr = {0};
+        uint64_t seq = p->tail;
+        for (; seq < head && shed < quota; seq++) {
+            uint8_t *st = &s->state_of[seq & p->mask];
+            int fresh = seq >= s->cursor; /* never handed out: its state_of is stale */
+            if (!fresh && *st == EV_DONE) {
+                continue;
+            }
+            if (!fresh && *st != EV_RETRY) {
+                break; /* in a batch the sink holds */
+            }
+            struct slot *sl = &p->slots[seq & p->mask];
+            if (pgcdc_dlq_append_nosync(s->dlq, &sl->ev, s->tries[seq & p->mask],
+                                        "best_effort: the pipeline was full (the sink was "
+                                        "unavailable or too slow)",
+                                        &derr) != 0) {
+                break;
+            }
+            *st = EV_SHED;
+            if (fresh) {
+                s->cursor = seq + 1;
+            }
+            shed++;
+        }
+        if (shed > 0 && (derr.msg[0] != '\0' || pgcdc_dlq_sync(s->dlq, &derr) != 0)) {
+            /* The store cannot take them: stop, holding them (nothing is released). */
+            set_failed(p, PGCDC_EIO, "sink %s: dead-lettering a full best_effort queue: %s",
+                       s->name, derr.msg);
+            shed = 0;
+        }
+        else if (shed > 0) {
+            for (uint64_t q = p->tail; q < seq; q++) {
+                if (s->state_of[q & p->mask] == EV_SHED) {
+                    s->state_of[q & p->mask] = EV_DONE;
+                    atomic_fetch_sub(&p->slots[q & p->mask].remaining, 1);
+                }
+            }
+            size_t kept = 0; /* drop them from the retry ring */
+            for (size_t i = 0; i < s->retry_len; i++) {
+                uint64_t q = s->retry[(s->retry_head + i) & p->mask];
+                if (s->state_of[q & p->mask] == EV_RETRY) {
+                    s->retry[(s->retry_head + kept) & p->mask] = q;
+                    kept++;
+                }
+            }
+            s->retry_len = kept;
+        }
+        pthread_mutex_unlock(&s->mu);
+        if (shed > 0) {
+            pgcdc_log(PGCDC_LOG_WARN, s->component,
+                      "best_effort: the pipeline is full; %zu event(s) dead-lettered to %s", shed,
+                      pgcdc_dlq_path(s->dlq));
+            host_count(s, "shed", shed);
+            host_count(s, "dead_lettered", shed);
+        }
+        total += shed;
+    }
+    return total;
+}
+
+static int push_once(struct pgcdc_pipeline *p, const struct pgcdc_event *ev);
+
 int pgcdc_pipeline_push(struct pgcdc_pipeline *p, const struct pgcdc_event *ev)
+{
+    int rc = push_once(p, ev);
+    if (rc == PGCDC_EAGAIN && p->has_best_effort && shed_best_effort(p) > 0) {
+        release_tail(p);
+        rc = push_once(p, ev);
+    }
+    return rc;
+}
+
+static int push_once(struct pgcdc_pipeline *p, const struct pgcdc_event *ev)
 {
     if (p->pushed - p->tail >= p->nslots) {
         return PGCDC_EAGAIN;
@@ -1033,17 +1196,7 @@ void pgcdc_pipeline_publish(struct pgcdc_pipeline *p)
 
 uint64_t pgcdc_pipeline_advance(struct pgcdc_pipeline *p)
 {
-    uint64_t head = atomic_load_explicit(&p->head, memory_order_relaxed);
-    while (p->tail < head) {
-        struct slot *sl = &p->slots[p->tail & p->mask];
-        if (atomic_load_explicit(&sl->remaining, memory_order_acquire) != 0) {
-            break;
-        }
-        p->arena_tail += sl->footprint;
-        free(sl->heap);
-        sl->heap = NULL;
-        p->tail++;
-    }
+    release_tail(p);
     while (p->txn_len > 0) {
         struct txn *t = &p->txns[p->txn_head];
         if (!t->committed || t->end_seq > p->tail) {
@@ -1106,6 +1259,13 @@ static void log_counters(struct pgcdc_sink *s)
             snprintf(line + len, sizeof line - len, "%s%s=%llu", i ? " " : "", s->counters[i].name,
                      (unsigned long long)atomic_load(&s->counters[i].value));
         len += w > 0 ? (size_t)w : 0;
+    }
+    if (s->dlq != NULL && len < sizeof line) { /* the DLQ size, a gauge */
+        uint64_t recs, bytes;
+        pgcdc_dlq_size(s->dlq, &recs, &bytes);
+        snprintf(line + len, sizeof line - len, "%sdlq_records=%llu dlq_bytes=%llu",
+                 n > 0 ? " " : "", (unsigned long long)recs, (unsigned long long)bytes);
+        n++;
     }
     if (n > 0) {
         pgcdc_log(PGCDC_LOG_INFO, s->component, "counters: %s", line);

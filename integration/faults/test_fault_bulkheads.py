@@ -1,0 +1,114 @@
+# SPDX-License-Identifier: Apache-2.0
+"""Bulkheads: one sink's trouble is its own (reference §7.3, the issue's bulkhead rule).
+
+  - a stalled sink (Redis paused) does not delay another sink (stdout) until its own
+    budget, the pipeline's buffer, is full; the checkpoint waits for it, as it must
+  - a best_effort sink (pub/sub invalidation) never holds the checkpoint back: with Redis
+    down, its events are dead-lettered when the pipeline fills, the other sink gets every
+    event and the slot advances; `pgcdc dlq replay` later delivers the dead letters, and
+    `pgcdc dlq purge` empties a store (refused while pgcdc runs)
+"""
+
+import json
+import time
+
+import harness
+from harness import make_config, wait_until, lsn_to_int
+
+TIMEOUT = 240
+
+
+def flush_lsn(pg, slot):
+    return lsn_to_int(pg.slot_info(slot)["confirmed_flush_lsn"])
+
+
+def current_lsn(pg):
+    return lsn_to_int(pg.query_one("SELECT pg_current_wal_lsn()::text"))
+
+
+def lines(path):
+    return path.read_bytes().count(b"\n") if path.exists() else 0
+
+
+def test_a_stalled_sink_does_not_delay_the_others_within_its_budget(h):
+    r = h.start_redis(name="redis_stall")
+    db = h.new_db("stall")
+    h.pg.execute("CREATE TABLE t (id int PRIMARY KEY, v text)", dbname=db)
+    sinks = [{"name": "out", "type": "stdout", "path": "@EVENTS@"},
+             {"name": "cache", "type": "redis", "url": r.url, "timeout": "1s",
+              "tables": {"public.t": {"keys": ["t:{id}"]}}}]
+    cfg = make_config(h.pg.dsn(db), "stall", "stall", tables=["public.t"], sinks=sinks,
+                      pipeline={"max_events": 8192, "buffer_bytes": "8MiB"})
+    p = h.pgcdc(cfg)
+    p.wait_log("streaming from slot")
+    before = flush_lsn(h.pg, "stall")
+    r.pause()
+    try:
+        h.pg.execute("INSERT INTO t SELECT g, 'v' FROM generate_series(1, 2000) g", dbname=db)
+        # 2000 events fit the budget: the stdout sink gets them all while Redis is stalled
+        wait_until(lambda: lines(p.events_path) >= 2001, 30, 0.1, "stdout to get every event")
+        time.sleep(1)
+        assert flush_lsn(h.pg, "stall") <= before, "the checkpoint passed unacked events"
+    finally:
+        r.resume()
+    end = current_lsn(h.pg)
+    wait_until(lambda: flush_lsn(h.pg, "stall") >= end, 60, 0.2, "the checkpoint to catch up")
+    p.terminate()
+    assert p.wait(30) == 0
+
+
+def test_best_effort_sink_never_holds_the_checkpoint(h):
+    r = h.start_redis(name="redis_be")
+    db = h.new_db("be")
+    h.pg.execute("CREATE TABLE t (id int PRIMARY KEY, v text)", dbname=db)
+    sinks = [{"name": "out", "type": "stdout", "path": "@EVENTS@"},
+             {"name": "pubsub", "type": "redis", "url": r.url, "mode": "publish",
+              "timeout": "500ms", "retry_max": "1s", "best_effort": True,
+              "tables": {"public.t": {"keys": ["t:{id}"]}}}]
+    cfg = make_config(h.pg.dsn(db), "be", "be", tables=["public.t"], sinks=sinks,
+                      pipeline={"max_events": 1024, "buffer_bytes": "1MiB"})
+    p = h.pgcdc(cfg)
+    p.wait_log("streaming from slot")
+    r.kill()  # the invalidation channel is down for the whole workload
+    for i in range(0, 5000, 500):
+        h.pg.execute(f"INSERT INTO t SELECT g, 'v' FROM generate_series({i + 1}, {i + 500}) g",
+                     dbname=db)
+    end = current_lsn(h.pg)
+    # With a normal sink this would wait for Redis forever; best_effort lets the slot go on.
+    wait_until(lambda: flush_lsn(h.pg, "be") >= end, 60, 0.2, "the slot to advance past "
+               "everything while the best-effort sink is down")
+    assert lines(p.events_path) >= 5001
+    assert "best_effort: the pipeline is full" in p.log_tail(400)
+    p.terminate()
+    assert p.wait(30) == 0
+    log = p.log_tail(50)
+    assert "shed=" in log, log
+
+    # Every event the sink could not take is in its store, none lost.
+    r2 = h.pgcdc_cmd(["dlq", "list", "pubsub"], p.config_text)
+    assert r2.returncode == 0, r2.stderr
+    store = p.dir / "state" / "dlq" / "pubsub.jsonl"
+    recs = [json.loads(x) for x in store.read_text().splitlines()]
+    assert len(recs) > 0 and all(x["reason"].startswith("best_effort") for x in recs)
+    assert len({x["id"] for x in recs}) == len(recs)
+
+    # Redis back: replay the dead letters through the sink, then nothing is left.
+    r.start()
+    sub = harness.redis_cmd(r.port, "PING")
+    assert sub in ("PONG", b"PONG"), sub
+    rp = h.pgcdc_cmd(["dlq", "replay", "pubsub"], p.config_text, timeout=120)
+    assert rp.returncode == 0, rp.stdout + rp.stderr
+    assert store.stat().st_size == 0, "replayed records stay in the store"
+
+    # purge: refused while pgcdc runs (it holds the store), done when it is stopped.
+    store.write_text(store.read_text() + json.dumps(recs[0]) + "\n")
+    p.start()
+    p.wait_log("streaming from slot")
+    busy = h.pgcdc_cmd(["dlq", "purge", "pubsub"], p.config_text)
+    assert busy.returncode == 1 and "in use" in busy.stderr, busy.stderr
+    p.terminate()
+    assert p.wait(30) == 0
+    pr = h.pgcdc_cmd(["dlq", "purge", "pubsub"], p.config_text)
+    assert pr.returncode == 0 and "purged 1 dead-letter record" in pr.stdout, pr.stdout
+    assert store.stat().st_size == 0
+    print(f"best_effort: {len(recs)} events dead-lettered while Redis was down, replayed after")
