@@ -6,13 +6,15 @@
   - a best_effort sink (pub/sub invalidation) never holds the checkpoint back: with Redis
     down, its events are dead-lettered when the pipeline fills, the other sink gets every
     event and the slot advances; `pgcdc dlq replay` later delivers the dead letters, and
-    `pgcdc dlq purge` empties a store (refused while pgcdc runs)
+    `pgcdc dlq purge` empties a store (refused while pgcdc runs); every dead letter is also
+    mirrored to NATS (dlq.mirror_url), on cdc._dlq.<source>.<sink>
 """
 
 import json
 import time
 
 import harness
+import natslib
 from harness import make_config, wait_until, lsn_to_int
 
 TIMEOUT = 240
@@ -59,6 +61,8 @@ def test_a_stalled_sink_does_not_delay_the_others_within_its_budget(h):
 
 def test_best_effort_sink_never_holds_the_checkpoint(h):
     r = h.start_redis(name="redis_be")
+    nats = h.start_nats(name="nats_dlq")
+    natslib.create_stream(nats.url, "DLQ", ["cdc._dlq.>"])
     db = h.new_db("be")
     h.pg.execute("CREATE TABLE t (id int PRIMARY KEY, v text)", dbname=db)
     sinks = [{"name": "out", "type": "stdout", "path": "@EVENTS@"},
@@ -67,6 +71,8 @@ def test_best_effort_sink_never_holds_the_checkpoint(h):
               "tables": {"public.t": {"keys": ["t:{id}"]}}}]
     cfg = make_config(h.pg.dsn(db), "be", "be", tables=["public.t"], sinks=sinks,
                       pipeline={"max_events": 1024, "buffer_bytes": "1MiB"})
+    cfg["dlq"] = {"mirror_url": nats.url}
+    cfg["source"]["name"] = "app"
     p = h.pgcdc(cfg)
     p.wait_log("streaming from slot")
     r.kill()  # the invalidation channel is down for the whole workload
@@ -91,6 +97,10 @@ def test_best_effort_sink_never_holds_the_checkpoint(h):
     recs = [json.loads(x) for x in store.read_text().splitlines()]
     assert len(recs) > 0 and all(x["reason"].startswith("best_effort") for x in recs)
     assert len({x["id"] for x in recs}) == len(recs)
+    mirrored = natslib.dump(nats.url, "DLQ")
+    assert len(mirrored) == len(recs), (len(mirrored), len(recs))
+    assert {m["subject"] for m in mirrored} == {"cdc._dlq.app.pubsub"}
+    assert [json.loads(m["data"])["id"] for m in mirrored] == [x["id"] for x in recs]
 
     # Redis back: replay the dead letters through the sink, then nothing is left.
     r.start()

@@ -1444,6 +1444,15 @@ static const struct pgcdc_config_key checkpoint_keys[] = {
     {PGCDC_CFG_END, NULL, NULL, 0, 0, NULL},
 };
 
+static const struct pgcdc_config_key dlq_keys[] = {
+    KEY(PGCDC_CFG_STR, "mirror_url", NULL, PGCDC_CFG_SECRET, struct pgcdc_dlq_config, mirror_url,
+        "also publish every dead-letter record to NATS (nats://host:port, a comma-separated "
+        "list is a pool); the file under checkpoint.path stays the record of truth"),
+    KEY(PGCDC_CFG_STR, "mirror_subject", "cdc._dlq", 0, struct pgcdc_dlq_config, mirror_subject,
+        "subject prefix: records go to <prefix>.<source>.<sink>"),
+    {PGCDC_CFG_END, NULL, NULL, 0, 0, NULL},
+};
+
 static const struct pgcdc_config_key http_keys[] = {
     KEY(PGCDC_CFG_STR, "listen", NULL, 0, struct pgcdc_http_config, listen,
         "host:port for /metrics, /healthz, /readyz (not served yet: a warning is logged)"),
@@ -1562,6 +1571,7 @@ void pgcdc_config_reference(FILE *f, const struct pgcdc_sink_plugin *const *plug
         {"source", source_keys, "The Postgres side: where to connect and what to stream."},
         {"checkpoint", checkpoint_keys, "Where pgcdc keeps its state."},
         {"http", http_keys, "The metrics and health endpoint."},
+        {"dlq", dlq_keys, "Dead-letter stores (one file per sink under checkpoint.path/dlq)."},
         {"pipeline", pipeline_keys, "Memory bounds and shutdown."},
         {"log", log_keys, "Logging (the command line's --log-level/--log-format win)."},
     };
@@ -1638,7 +1648,7 @@ int pgcdc_config_default_sink(struct pgcdc_config *cfg, const char *name, const 
 }
 
 static const char *const top_keys[] = {
-    "source", "checkpoint", "http", "pipeline", "log", "sinks", NULL,
+    "source", "checkpoint", "http", "dlq", "pipeline", "log", "sinks", NULL,
 };
 
 /* ---- Semantic checks ---- */
@@ -1928,6 +1938,7 @@ int pgcdc_config_parse(const char *yaml, size_t len, const char *filename,
         {"source", source_keys, offsetof(struct pgcdc_config, source)},
         {"checkpoint", checkpoint_keys, offsetof(struct pgcdc_config, checkpoint)},
         {"http", http_keys, offsetof(struct pgcdc_config, http)},
+        {"dlq", dlq_keys, offsetof(struct pgcdc_config, dlq)},
         {"pipeline", pipeline_keys, offsetof(struct pgcdc_config, pipeline)},
         {"log", log_keys, offsetof(struct pgcdc_config, log)},
     };

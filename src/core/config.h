@@ -47,6 +47,11 @@ struct pgcdc_checkpoint_config {
     const char *path; /* folder for state; default "./pgcdc-state" */
 };
 
+struct pgcdc_dlq_config {
+    const char *mirror_url;     /* NATS server(s) to mirror dead letters to; NULL = off */
+    const char *mirror_subject; /* subject prefix; default "cdc._dlq" */
+};
+
 struct pgcdc_http_config {
     const char *listen; /* "127.0.0.1:9187"; NULL = off */
 };
@@ -91,6 +96,7 @@ struct pgcdc_config {
     struct pgcdc_source_config source;
     struct pgcdc_checkpoint_config checkpoint;
     struct pgcdc_http_config http;
+    struct pgcdc_dlq_config dlq;
     struct pgcdc_pipeline_config pipeline;
     struct pgcdc_log_config log;
     size_t nsinks;

@@ -5,6 +5,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -14,10 +15,13 @@
 #include <unistd.h>
 
 #include <jansson.h>
+#include <nats/nats.h>
 #include <openssl/evp.h>
 
 #include "codec/encode.h"
+#include "core/config.h"
 #include "core/err.h"
+#include "core/log.h"
 
 struct pgcdc_dlq {
     pthread_mutex_t mu;
@@ -28,7 +32,100 @@ struct pgcdc_dlq {
     size_t cap;
     uint64_t records; /* lines in the file (counted at open, then kept) */
     uint64_t bytes;
+    struct pgcdc_dlq_mirror *mirror;
 };
+
+struct pgcdc_dlq_mirror {
+    natsConnection *nc;
+    char prefix[128];
+    char source[64]; /* as a subject token */
+    atomic_int warned;
+};
+
+int pgcdc_dlq_mirror_open(const char *url, const char *prefix, struct pgcdc_dlq_mirror **out,
+                          struct pgcdc_err *err)
+{
+    struct pgcdc_dlq_mirror *m = calloc(1, sizeof *m);
+    if (m == NULL) {
+        return pgcdc_err_set(err, PGCDC_ENOMEM, "out of memory");
+    }
+    snprintf(m->prefix, sizeof m->prefix, "%s", prefix);
+    snprintf(m->source, sizeof m->source, "_");
+    natsOptions *o = NULL;
+    natsStatus s = natsOptions_Create(&o);
+    if (s == NATS_OK) {
+        s = natsOptions_SetURL(o, url); /* a comma-separated list is a pool */
+    }
+    if (s == NATS_OK) {
+        s = natsOptions_SetName(o, "pgcdc-dlq-mirror");
+    }
+    if (s == NATS_OK) {
+        s = natsOptions_SetMaxReconnect(o, -1);
+    }
+    if (s == NATS_OK) {
+        s = natsOptions_SetRetryOnFailedConnect(o, true, NULL, NULL);
+    }
+    if (s == NATS_OK) {
+        s = natsConnection_Connect(&m->nc, o);
+        if (s == NATS_NOT_YET_CONNECTED) {
+            s = NATS_OK; /* connects in the background */
+        }
+    }
+    natsOptions_Destroy(o);
+    if (s != NATS_OK) {
+        char red[512];
+        pgcdc_redact_dsn(url, red, sizeof red);
+        int rc =
+            pgcdc_err_set(err, PGCDC_ECONFIG, "dlq.mirror_url %s: %s", red, natsStatus_GetText(s));
+        natsConnection_Destroy(m->nc);
+        free(m);
+        return rc;
+    }
+    *out = m;
+    return 0;
+}
+
+void pgcdc_dlq_mirror_set_source(struct pgcdc_dlq_mirror *m, const char *source)
+{
+    size_t i = 0;
+    for (; source[i] != '\0' && i + 1 < sizeof m->source; i++) {
+        char c = source[i];
+        int ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+                 c == '_' || c == '-';
+        m->source[i] = ok ? c : '_';
+    }
+    m->source[i] = '\0';
+}
+
+void pgcdc_dlq_mirror_close(struct pgcdc_dlq_mirror *m)
+{
+    if (m == NULL) {
+        return;
+    }
+    natsConnection_FlushTimeout(m->nc, 2000);
+    natsConnection_Destroy(m->nc);
+    free(m);
+}
+
+void pgcdc_dlq_set_mirror(struct pgcdc_dlq *d, struct pgcdc_dlq_mirror *m)
+{
+    d->mirror = m;
+}
+
+/* Publish one record (called with d->mu held; nats.c only buffers it). */
+static void mirror(struct pgcdc_dlq *d, const char *rec, size_t len)
+{
+    struct pgcdc_dlq_mirror *m = d->mirror;
+    char subject[256];
+    snprintf(subject, sizeof subject, "%s.%s.%s", m->prefix, m->source, d->sink);
+    natsStatus s = natsConnection_Publish(m->nc, subject, rec, (int)len);
+    if (s != NATS_OK && atomic_exchange(&m->warned, 1) == 0) {
+        pgcdc_log(PGCDC_LOG_WARN, "dlq",
+                  "mirroring to %s failed: %s (the record is in %s; "
+                  "further failures are not logged)",
+                  subject, natsStatus_GetText(s), d->path);
+    }
+}
 
 static uint64_t count_lines(int fd)
 {
@@ -241,6 +338,9 @@ static int append(struct pgcdc_dlq *d, const struct pgcdc_event *ev, unsigned at
     }
     d->records++;
     d->bytes += len;
+    if (d->mirror != NULL) {
+        mirror(d, d->buf, len - 1); /* without the newline */
+    }
     pthread_mutex_unlock(&d->mu);
     return 0;
 }

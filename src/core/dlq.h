@@ -46,6 +46,25 @@ void pgcdc_dlq_size(struct pgcdc_dlq *d, uint64_t *records, uint64_t *bytes);
 
 const char *pgcdc_dlq_path(const struct pgcdc_dlq *d);
 
+/*
+ * The optional NATS mirror (config dlq.mirror_url): every record appended is also published,
+ * as its JSON line, to <dlq.mirror_subject>.<source>.<sink> (default cdc._dlq.<source>.<sink>).
+ * The file stays the record of truth; the mirror is for alerting and dashboards, published
+ * with core NATS (a JetStream stream on cdc._dlq.> keeps them). The connection retries
+ * forever, in the background; records published while it is down are buffered by nats.c
+ * (up to its reconnect buffer) or counted as not mirrored. One mirror serves every store.
+ */
+struct pgcdc_dlq_mirror;
+
+int pgcdc_dlq_mirror_open(const char *url, const char *prefix, struct pgcdc_dlq_mirror **out,
+                          struct pgcdc_err *err);
+/* The source name, the subject's second token (set before records are appended). */
+void pgcdc_dlq_mirror_set_source(struct pgcdc_dlq_mirror *m, const char *source);
+/* Flush (up to 2 s) and close. NULL is fine. */
+void pgcdc_dlq_mirror_close(struct pgcdc_dlq_mirror *m);
+/* Mirror d's records to m (borrowed: close m after every store that uses it). */
+void pgcdc_dlq_set_mirror(struct pgcdc_dlq *d, struct pgcdc_dlq_mirror *m);
+
 void pgcdc_dlq_close(struct pgcdc_dlq *d);
 
 #endif

@@ -1143,7 +1143,9 @@ int pgcdc_engine_run(struct pgcdc_config *cfg, int mode)
     }
     struct pgcdc_pipeline_opts po = {.buffer_bytes = (size_t)cfg->pipeline.buffer_bytes,
                                      .max_events = (size_t)cfg->pipeline.max_events,
-                                     .state_dir = cfg->checkpoint.path};
+                                     .state_dir = cfg->checkpoint.path,
+                                     .dlq_mirror_url = cfg->dlq.mirror_url,
+                                     .dlq_mirror_subject = cfg->dlq.mirror_subject};
     e.msg = malloc(sizeof *e.msg);
     e.pend = calloc(MAX_PENDING, sizeof *e.pend);
     e.rc = pgcdc_relcache_new();

@@ -158,6 +158,7 @@ struct pgcdc_pipeline {
     atomic_int draining;
     int stopped;
     char source[64];
+    struct pgcdc_dlq_mirror *mirror; /* dlq.mirror_url, shared by the lanes' stores */
     char conninfo[4096];
     char state_dir[4096];
 };
@@ -270,6 +271,15 @@ int pgcdc_pipeline_new(const struct pgcdc_pipeline_opts *opts, struct pgcdc_pipe
                              "cannot allocate the event log (%zu events, %zu bytes)",
                              opts->max_events, opts->buffer_bytes);
     }
+    if (opts->dlq_mirror_url != NULL) {
+        int rc = pgcdc_dlq_mirror_open(
+            opts->dlq_mirror_url, opts->dlq_mirror_subject ? opts->dlq_mirror_subject : "cdc._dlq",
+            &p->mirror, err);
+        if (rc != 0) {
+            pgcdc_pipeline_free(p);
+            return rc;
+        }
+    }
     *out = p;
     return 0;
 }
@@ -325,6 +335,9 @@ int pgcdc_pipeline_add_sink(struct pgcdc_pipeline *p, const struct pgcdc_sink_pl
         int rc = pgcdc_dlq_open(p->state_dir[0] ? p->state_dir : ".", s->name, &s->dlq, err);
         if (rc != 0) {
             return rc;
+        }
+        if (p->mirror != NULL) {
+            pgcdc_dlq_set_mirror(s->dlq, p->mirror);
         }
         uint64_t recs, bytes;
         pgcdc_dlq_size(s->dlq, &recs, &bytes);
@@ -924,6 +937,9 @@ const struct pgcdc_host_api pgcdc_host_api_v1 = {
 void pgcdc_pipeline_set_source(struct pgcdc_pipeline *p, const char *source)
 {
     snprintf(p->source, sizeof p->source, "%s", source);
+    if (p->mirror != NULL) {
+        pgcdc_dlq_mirror_set_source(p->mirror, source);
+    }
 }
 
 void pgcdc_pipeline_set_conninfo(struct pgcdc_pipeline *p, const char *conninfo)
@@ -1351,6 +1367,7 @@ void pgcdc_pipeline_free(struct pgcdc_pipeline *p)
     if (p->wake_fd >= 0) {
         close(p->wake_fd);
     }
+    pgcdc_dlq_mirror_close(p->mirror); /* after every store that published to it */
     pthread_mutex_destroy(&p->fail_mu);
     free(p);
 }

@@ -27,9 +27,11 @@
 struct pgcdc_pipeline;
 
 struct pgcdc_pipeline_opts {
-    size_t buffer_bytes;   /* payload bytes held in memory */
-    size_t max_events;     /* events held in memory (rounded up to a power of two) */
-    const char *state_dir; /* checkpoint.path: dead-letter stores go under <state_dir>/dlq */
+    size_t buffer_bytes;        /* payload bytes held in memory */
+    size_t max_events;          /* events held in memory (rounded up to a power of two) */
+    const char *state_dir;      /* checkpoint.path: dead-letter stores go under <state_dir>/dlq */
+    const char *dlq_mirror_url; /* dlq.mirror_url: NULL = no mirror */
+    const char *dlq_mirror_subject; /* dlq.mirror_subject */
 };
 
 int pgcdc_pipeline_new(const struct pgcdc_pipeline_opts *opts, struct pgcdc_pipeline **out,
