@@ -90,6 +90,7 @@ static int64_t mk_max_attempts;  /* sinks' max_attempts for the next mk() (0: no
 static int64_t mk_rate_events, mk_rate_burst; /* sinks' token bucket for the next mk() */
 static unsigned mk_best_effort;               /* bit k: sink k is best_effort */
 static size_t mk_max_events;                  /* the log's slots (0: 64) */
+static int64_t mk_call_timeout;               /* sinks' call_timeout (0: off) */
 
 static struct pgcdc_pipeline *mk(int nsink, size_t buffer_bytes, int64_t batch_events)
 {
@@ -114,6 +115,7 @@ static struct pgcdc_pipeline *mk(int nsink, size_t buffer_bytes, int64_t batch_e
                                        .rate_events = mk_rate_events,
                                        .rate_events_burst = mk_rate_burst,
                                        .best_effort = (mk_best_effort >> i) & 1,
+                                       .call_timeout_ms = mk_call_timeout,
                                        .on_poison = mk_on_poison};
         cr_assert(eq(int, pgcdc_pipeline_add_sink(p, &rec_plugin, NULL, &sc, &err), 0), "%s",
                   err.msg);
@@ -587,6 +589,26 @@ Test(pipeline, best_effort_sink_sheds_to_the_dead_letter_store_instead_of_holdin
     snprintf(path, sizeof path, "%s/dlq", dir);
     rmdir(path);
     rmdir(dir);
+}
+
+Test(pipeline, watchdog_fails_a_sink_that_keeps_a_batch_past_call_timeout)
+{
+    mk_call_timeout = 30;
+    struct pgcdc_pipeline *p = mk(1, 1 << 16, 64);
+    mk_call_timeout = 0;
+    pgcdc_pipeline_begin_txn(p, 0x100);
+    push(p, "a/1");
+    pgcdc_pipeline_commit_txn(p, 0x110);
+    pgcdc_pipeline_publish(p);
+    wait_batches(0, 1);
+    cr_assert(eq(int, pgcdc_pipeline_watchdog(p), 0), "not yet");
+    usleep(60000); /* no ack comes */
+    cr_assert(eq(int, pgcdc_pipeline_watchdog(p), PGCDC_EIO));
+    struct pgcdc_err err = {0};
+    cr_assert(eq(int, pgcdc_pipeline_failed(p, &err), PGCDC_EIO));
+    cr_assert(not(eq(ptr, strstr(err.msg, "sink rec is stuck"), NULL)), "%s", err.msg);
+    cr_assert(eq(u64, pgcdc_pipeline_advance(p), 0));
+    pgcdc_pipeline_free(p);
 }
 
 Test(pipeline, empty_transactions_advance_in_order)

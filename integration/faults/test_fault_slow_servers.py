@@ -172,3 +172,54 @@ def test_rate_limit_holds_a_sink_to_its_pace(h):
     p.terminate()
     assert p.wait(30) == 0
     print(f"1000 events at rate_events 200: {took:.1f}s")
+
+
+def test_stuck_sink_is_stopped_by_its_call_timeout(h):
+    """A sink that never answers (its writes block on a pipe nobody reads) is stopped after
+    call_timeout (exit 1, the events held); the restart delivers them."""
+    import os
+    db = h.new_db("stuck")
+    h.pg.execute("CREATE TABLE t (id int PRIMARY KEY, pad text)", dbname=db)
+    fifo = h.tmpdir("stuckfifo") / "events.fifo"
+    os.mkfifo(fifo)
+    rfd = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)
+    try:
+        cfg = make_config(h.pg.dsn(db), "stuck", "stuck", tables=["public.t"],
+                          sinks=[{"name": "out", "type": "stdout", "path": str(fifo),
+                                  "call_timeout": "2s"}])
+        p = h.pgcdc(cfg)
+        p.wait_log("streaming from slot")
+        h.pg.execute("INSERT INTO t SELECT g, repeat('x', 500) FROM generate_series(1, 2000) g",
+                     dbname=db)
+        assert p.wait(30) == 1
+        assert "sink out is stuck" in p.log_tail(10), p.log_tail(10)
+        assert h.pg.slot_info("stuck")["confirmed_flush_lsn"] is not None
+        # What the stuck run left in the pipe (its last line may be cut short) is dropped.
+        while True:
+            try:
+                if not os.read(rfd, 1 << 16):
+                    break
+            except BlockingIOError:
+                break
+        # The restart, with a reader this time, gets every row.
+        got = bytearray()
+        p.start()
+        deadline = time.monotonic() + 60
+        while got.count(b"\n") < 2001 and time.monotonic() < deadline:
+            try:
+                got += os.read(rfd, 1 << 16)
+            except BlockingIOError:
+                time.sleep(0.01)
+        ids = {json.loads(x)["after"]["id"] for x in got.decode().splitlines()
+               if json.loads(x)["op"] == "c"}
+        assert ids == set(range(1, 2001)), len(ids)
+        p.terminate()
+        t_end = time.monotonic() + 30
+        while p.popen.poll() is None and time.monotonic() < t_end:
+            try:
+                os.read(rfd, 1 << 16)
+            except BlockingIOError:
+                time.sleep(0.01)
+        assert p.wait(30) == 0
+    finally:
+        os.close(rfd)

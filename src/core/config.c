@@ -1511,6 +1511,10 @@ static const struct pgcdc_config_key sink_keys[] = {
         "token bucket: payload bytes per second to this sink; 0 = unlimited"),
     KEY(PGCDC_CFG_SIZE, "rate_bytes_burst", "0", 0, struct pgcdc_sink_config, rate_bytes_burst,
         "bytes the bucket holds; 0 = one second's worth"),
+    KEY(PGCDC_CFG_DURATION, "call_timeout", "20s", 0, struct pgcdc_sink_config, call_timeout_ms,
+        "a batch without its acks this long means the sink is stuck: pgcdc stops (exit 1) "
+        "and a restart delivers again; keep it above the sink's own request timeouts and "
+        "below pipeline.shutdown_timeout; 0 = off"),
     KEY(PGCDC_CFG_BOOL, "best_effort", "false", 0, struct pgcdc_sink_config, best_effort,
         "never hold the checkpoint back: when this sink's events fill the pipeline, the "
         "oldest it has not taken are dead-lettered instead (pub/sub invalidation, say); "
@@ -1615,6 +1619,7 @@ const char *const pgcdc_sink_common_keys[] = {
     "rate_events_burst",
     "rate_bytes",
     "rate_bytes_burst",
+    "call_timeout",
     "best_effort",
     "on_poison",
     NULL,

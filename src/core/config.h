@@ -84,6 +84,7 @@ struct pgcdc_sink_config {
     int64_t rate_events_burst;         /* 0 = rate_events */
     int64_t rate_bytes;                /* bytes/s; 0 = unlimited */
     int64_t rate_bytes_burst;          /* 0 = rate_bytes */
+    int64_t call_timeout_ms;           /* a batch unacked this long: the sink is stuck; 20s */
     int best_effort;                   /* never holds the checkpoint: sheds to the DLQ (and
                                           poison goes there too, whatever on_poison says) */
     const char *on_poison;             /* "fail" (default) or "dlq" */

@@ -711,8 +711,13 @@ static int stream(struct engine *e, struct pgcdc_err *err)
     }
     e->lowat_busy = -1;
     set_lowat(e, 0);
+    int64_t next_watchdog = 0;
     for (;;) {
         struct pgcdc_err perr = {0};
+        if (mono_ms() >= next_watchdog) {
+            pgcdc_pipeline_watchdog(e->pipe);
+            next_watchdog = mono_ms() + 1000;
+        }
         int frc = pgcdc_pipeline_failed(e->pipe, &perr);
         if (frc != 0) {
             *err = perr;
@@ -1208,8 +1213,12 @@ int pgcdc_engine_run(struct pgcdc_config *cfg, int mode)
     code = run_loop(&e);
 
 out:
-    if (e.pipe != NULL) {
-        pgcdc_pipeline_stop(e.pipe, (int)cfg->pipeline.shutdown_timeout_ms);
+    if (e.pipe != NULL &&
+        pgcdc_pipeline_stop(e.pipe, (int)cfg->pipeline.shutdown_timeout_ms) != 0) {
+        /* A sink is stuck inside deliver: its thread may still touch everything, so exit
+         * now. The checkpoint file is what it was at the last status update: safe. */
+        pgcdc_log(PGCDC_LOG_ERROR, "engine", "exiting without waiting for the stuck sink");
+        _exit(code != PGCDC_EXIT_OK ? code : PGCDC_EXIT_RETRYABLE);
     }
     if (e.conn != NULL) {
         PQfinish(e.conn);

@@ -74,6 +74,7 @@ struct txn {
 
 struct batch {
     uint64_t id;
+    int64_t started_ms; /* when it was delivered (the call_timeout watchdog) */
     uint32_t count;
     uint32_t outstanding; /* events without a terminal-or-retry ack */
     int active;
@@ -94,6 +95,7 @@ struct pgcdc_sink {
 
     int64_t batch_events, batch_bytes, linger_ms, max_inflight;
     int best_effort; /* sheds instead of holding the log (shed_best_effort) */
+    int64_t call_timeout_ms;
     struct pgcdc_retry_policy policy;
     uint64_t rng;                            /* jitter */
     struct pgcdc_bucket rate_ev, rate_bytes; /* rate_events, rate_bytes */
@@ -106,6 +108,8 @@ struct pgcdc_sink {
     int started;  /* plugin start() succeeded */
     int stopping; /* lane thread must exit */
     int stopped;  /* plugin stop() called: acks are refused */
+    int exited;   /* the lane thread is done (set by itself) */
+    int stuck;    /* the call_timeout watchdog fired for it */
     int initialized;
 
     uint64_t cursor;       /* next seq to hand out for the first time */
@@ -149,6 +153,7 @@ struct pgcdc_pipeline {
     struct pgcdc_sink **lanes;
     size_t nlanes;
     int has_best_effort;
+    int abandoned; /* a lane thread did not stop in time: free nothing it may touch */
 
     int wake_fd;
     atomic_int wake_armed; /* the source wants an eventfd write for the next release */
@@ -305,6 +310,7 @@ int pgcdc_pipeline_add_sink(struct pgcdc_pipeline *p, const struct pgcdc_sink_pl
     s->linger_ms = sc->linger_ms;
     s->max_inflight = sc->max_inflight_batches;
     s->best_effort = sc->best_effort;
+    s->call_timeout_ms = sc->call_timeout_ms;
     p->has_best_effort |= sc->best_effort;
     s->policy.unavail_min_ms = sc->retry_min_ms;
     s->policy.event_min_ms = sc->retry_backoff_ms;
@@ -547,12 +553,26 @@ static int lane_start_plugin(struct pgcdc_sink *s)
     return 0;
 }
 
+static void lane_run(struct pgcdc_sink *s);
+
+/* The lane thread: runs the lane, then says so (pgcdc_pipeline_stop waits for that with a
+ * deadline, so a sink stuck inside deliver cannot hang the shutdown). */
 static void *lane_main(void *arg)
 {
     struct pgcdc_sink *s = arg;
+    lane_run(s);
+    pthread_mutex_lock(&s->mu);
+    s->exited = 1;
+    pthread_cond_broadcast(&s->cond);
+    pthread_mutex_unlock(&s->mu);
+    return NULL;
+}
+
+static void lane_run(struct pgcdc_sink *s)
+{
     struct pgcdc_pipeline *p = s->p;
     if (lane_start_plugin(s) != 0) {
-        return NULL;
+        return;
     }
     pthread_mutex_lock(&s->mu);
     struct timespec first_seen = {0};
@@ -593,6 +613,7 @@ static void *lane_main(void *arg)
         }
         lingering = 0;
         b->id = s->next_batch_id++; /* free_batch chose the slot of exactly this id */
+        b->started_ms = mono_ms();
         b->count = n;
         b->outstanding = n;
         b->active = 1;
@@ -650,7 +671,6 @@ static void *lane_main(void *arg)
         }
     }
     pthread_mutex_unlock(&s->mu);
-    return NULL;
 }
 
 int pgcdc_pipeline_start(struct pgcdc_pipeline *p, struct pgcdc_err *err)
@@ -1227,6 +1247,40 @@ uint64_t pgcdc_pipeline_advance(struct pgcdc_pipeline *p)
     return p->flushable;
 }
 
+int pgcdc_pipeline_watchdog(struct pgcdc_pipeline *p)
+{
+    int64_t now = mono_ms();
+    for (size_t l = 0; l < p->nlanes; l++) {
+        struct pgcdc_sink *s = p->lanes[l];
+        if (s->call_timeout_ms <= 0) {
+            continue;
+        }
+        int64_t oldest = 0;
+        uint64_t id = 0;
+        pthread_mutex_lock(&s->mu);
+        for (int64_t i = 0; i < s->max_inflight; i++) {
+            struct batch *b = &s->batches[i];
+            if (b->active && (oldest == 0 || b->started_ms < oldest)) {
+                oldest = b->started_ms;
+                id = b->id;
+            }
+        }
+        pthread_mutex_unlock(&s->mu);
+        if (oldest != 0 && now - oldest > s->call_timeout_ms) {
+            pthread_mutex_lock(&s->mu);
+            s->stuck = 1;
+            pthread_mutex_unlock(&s->mu);
+            set_failed(p, PGCDC_EIO,
+                       "sink %s is stuck: batch %llu has had no ack for %lld ms (call_timeout "
+                       "%lld ms); stopping so that a restart delivers it again",
+                       s->name, (unsigned long long)id, (long long)(now - oldest),
+                       (long long)s->call_timeout_ms);
+            return PGCDC_EIO;
+        }
+    }
+    return 0;
+}
+
 int pgcdc_pipeline_idle(const struct pgcdc_pipeline *p)
 {
     return p->txn_len == 0 && !p->txn_is_open && p->tail == p->pushed;
@@ -1288,22 +1342,43 @@ static void log_counters(struct pgcdc_sink *s)
     }
 }
 
-void pgcdc_pipeline_stop(struct pgcdc_pipeline *p, int timeout_ms)
+int pgcdc_pipeline_stop(struct pgcdc_pipeline *p, int timeout_ms)
 {
     if (p->stopped) {
-        return;
+        return p->abandoned ? PGCDC_ETIMEDOUT : 0;
     }
     p->stopped = 1;
+    struct timespec deadline;
+    now_plus_ms(&deadline, timeout_ms > 1000 ? timeout_ms : 1000);
     for (size_t i = 0; i < p->nlanes; i++) {
         struct pgcdc_sink *s = p->lanes[i];
         pthread_mutex_lock(&s->mu);
         s->stopping = 1;
         pthread_cond_broadcast(&s->cond);
+        struct timespec until = deadline;
+        if (s->stuck) { /* known stuck: a second for it to come back, not the whole budget */
+            now_plus_ms(&until, 1000);
+        }
+        while (s->thread_started && !s->exited &&
+               pthread_cond_timedwait(&s->cond, &s->mu, &until) != ETIMEDOUT) {
+        }
+        int exited = s->exited;
         pthread_mutex_unlock(&s->mu);
+        if (s->thread_started && !exited) {
+            /* Inside deliver and not coming back: leave it (and its memory) alone. */
+            pgcdc_log(PGCDC_LOG_ERROR, s->component,
+                      "the sink did not return from deliver within the shutdown budget; "
+                      "leaving it behind");
+            p->abandoned = 1;
+            continue;
+        }
         if (s->thread_started) {
             pthread_join(s->thread, NULL);
             s->thread_started = 0;
         }
+    }
+    if (p->abandoned) {
+        return PGCDC_ETIMEDOUT; /* the caller exits the process; nothing is torn down */
     }
     int share = p->nlanes > 0 ? timeout_ms / (int)p->nlanes : 0;
     for (size_t i = 0; i < p->nlanes; i++) {
@@ -1330,6 +1405,7 @@ void pgcdc_pipeline_stop(struct pgcdc_pipeline *p, int timeout_ms)
         s->initialized = 0;
         log_counters(s);
     }
+    return 0;
 }
 
 void pgcdc_pipeline_free(struct pgcdc_pipeline *p)
@@ -1337,7 +1413,9 @@ void pgcdc_pipeline_free(struct pgcdc_pipeline *p)
     if (p == NULL) {
         return;
     }
-    pgcdc_pipeline_stop(p, 0);
+    if (pgcdc_pipeline_stop(p, 0) != 0) {
+        return; /* a stuck lane may still use all of it: the process is about to exit */
+    }
     for (size_t i = 0; i < p->nlanes; i++) {
         struct pgcdc_sink *s = p->lanes[i];
         if (s->batches != NULL) {

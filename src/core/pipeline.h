@@ -72,6 +72,11 @@ void pgcdc_pipeline_clear_wake(struct pgcdc_pipeline *p);
  */
 void pgcdc_pipeline_arm_wake(struct pgcdc_pipeline *p, int want_releases);
 
+/* The call_timeout watchdog: fail the pipeline (PGCDC_EIO, seen by pgcdc_pipeline_failed)
+ * if a lane has had a batch in flight, without all its acks, longer than its sink's
+ * call_timeout. Any thread; call it every second or so. */
+int pgcdc_pipeline_watchdog(struct pgcdc_pipeline *p);
+
 /* Open a transaction whose events will have this commit LSN. EAGAIN when the transaction ring
  * is full (backpressure). */
 int pgcdc_pipeline_begin_txn(struct pgcdc_pipeline *p, uint64_t commit_lsn);
@@ -103,7 +108,8 @@ uint64_t pgcdc_pipeline_held_events(const struct pgcdc_pipeline *p);
 
 /*
  * 0 while healthy; otherwise the failure of a lane: PGCDC_EPOISON (an event was acked DROP
- * under on_poison: fail) or PGCDC_EIO (a sink acked FATAL), with the reason in err.
+ * under on_poison: fail) or PGCDC_EIO (a sink acked FATAL, or the call_timeout watchdog
+ * found it stuck), with the reason in err.
  */
 int pgcdc_pipeline_failed(struct pgcdc_pipeline *p, struct pgcdc_err *err);
 
@@ -112,9 +118,12 @@ void pgcdc_pipeline_set_draining(struct pgcdc_pipeline *p);
 
 /*
  * Stop every lane: join its thread, call flush(timeout_ms split across sinks), stop and
- * destroy. After this no ack is accepted. Safe to call more than once.
+ * destroy. After this no ack is accepted. Safe to call more than once. A lane thread that
+ * does not come back within timeout_ms (at least 1 s) is stuck inside its sink's deliver:
+ * then nothing is torn down (its memory stays valid) and PGCDC_ETIMEDOUT is returned, and
+ * the caller must end the process (_exit) rather than free the pipeline.
  */
-void pgcdc_pipeline_stop(struct pgcdc_pipeline *p, int timeout_ms);
+int pgcdc_pipeline_stop(struct pgcdc_pipeline *p, int timeout_ms);
 
 void pgcdc_pipeline_free(struct pgcdc_pipeline *p);
 
