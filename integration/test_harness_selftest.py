@@ -301,3 +301,12 @@ def test_cli_up_down():
     assert not any(pid_alive(p, s) for p, s in pids)
     assert not base.exists() and not state.exists()
     state.parent.rmdir()
+
+
+def test_fault_matrix_names_only_tests_that_exist():
+    """integration/faults/matrix.py (and docs/reliability.md from it) must not drift."""
+    import subprocess
+    import sys
+    r = subprocess.run([sys.executable, str(harness.REPO / "integration" / "faults" / "matrix.py"),
+                        "--check"], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stdout + r.stderr

@@ -68,6 +68,7 @@ struct example {
     pthread_cond_t cv;
     struct item *head, **tail; /* the queue, in delivery order */
     size_t queued;
+    size_t writing; /* taken by the writer, not acked yet */
     int stopping;
     int running; /* the writer thread exists */
     pthread_t writer;
@@ -142,6 +143,7 @@ static void *writer_main(void *arg)
         struct item *chain = st->head;
         st->head = NULL;
         st->tail = &st->head;
+        st->writing = st->queued;
         st->queued = 0;
         pthread_mutex_unlock(&st->mu);
         int ok = write_chain(st->fd, chain, st->cfg->fsync) == 0;
@@ -157,7 +159,8 @@ static void *writer_main(void *arg)
             }
             free(it);
         }
-        pthread_cond_broadcast(&st->cv); /* flush() waits for an empty queue */
+        st->writing = 0;
+        pthread_cond_broadcast(&st->cv); /* flush() waits until all of it is acked */
     }
     pthread_mutex_unlock(&st->mu);
     return NULL;
@@ -218,10 +221,11 @@ static int example_flush(void *state, int timeout_ms, struct pgcdc_err *err)
     until.tv_sec += ns / 1000000000;
     until.tv_nsec = ns % 1000000000;
     pthread_mutex_lock(&st->mu);
-    while (st->head != NULL && st->running &&
+    /* Until every event is acked: queued ones, and the chain the writer is writing now. */
+    while ((st->head != NULL || st->writing > 0) && st->running &&
            pthread_cond_timedwait(&st->cv, &st->mu, &until) == 0) {
     }
-    size_t left = st->queued;
+    size_t left = st->queued + st->writing;
     pthread_mutex_unlock(&st->mu);
     if (left > 0) {
         return pgcdc_err_format(err, PGCDC_ETIMEDOUT, "%zu events not written yet", left);

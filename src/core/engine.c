@@ -1269,6 +1269,7 @@ static void report(struct report *r, int level, const char *fmt, ...)
 }
 
 /* report() as a pgcdc_report_fn, for the sinks' own checks. */
+static void report_cb(void *ctx, int level, const char *fmt, ...) PGCDC_PRINTF(3, 4);
 static void report_cb(void *ctx, int level, const char *fmt, ...)
 {
     static const char *const tags[] = {"ok  ", "warn", "FAIL"};

@@ -29,6 +29,7 @@ static struct point points[PGCDC_FP_COUNT] = {
 
 static atomic_int armed;
 
+#ifdef PGCDC_FAILPOINTS
 static int parse_long(const char *s, size_t n, long *out)
 {
     char buf[24];
@@ -97,6 +98,8 @@ static int parse_entry(const char *s, size_t len, struct pgcdc_err *err)
     atomic_store(&pt->hits, 0);
     return 0;
 }
+
+#endif
 
 int pgcdc_failpoints_parse(const char *spec, struct pgcdc_err *err)
 {

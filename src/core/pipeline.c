@@ -694,6 +694,7 @@ int pgcdc_pipeline_start(struct pgcdc_pipeline *p, struct pgcdc_err *err)
 
 /* ---- host API ---- */
 
+static void host_log(struct pgcdc_sink *s, int level, const char *fmt, ...) PGCDC_PRINTF(3, 4);
 static void host_log(struct pgcdc_sink *s, int level, const char *fmt, ...)
 {
     va_list ap;

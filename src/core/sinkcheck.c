@@ -104,6 +104,7 @@ static void violate(struct kit *k, const char *fmt, ...)
     }
 }
 
+static void k_log(struct pgcdc_sink *s, int level, const char *fmt, ...) PGCDC_PRINTF(3, 4);
 static void k_log(struct pgcdc_sink *s, int level, const char *fmt, ...)
 {
     (void)s;
