@@ -76,9 +76,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             case 'U':
             case 'D':
                 rel = pgcdc_relcache_get(rc, msg.u.change.relid);
-                if (rel != NULL &&
-                    pgcdc_encode_change(&ctx, msg.type == 'I' ? 'c' : msg.type == 'U' ? 'u' : 'd',
-                                        rel, rc, &msg.u.change, &out, &err) == 0) {
+                if (rel != NULL && pgcdc_encode_change(&ctx,
+                                                       msg.type == 'I'   ? 'c'
+                                                       : msg.type == 'U' ? 'u'
+                                                                         : 'd',
+                                                       rel, rc, &msg.u.change, &out, &err) == 0) {
                     render(&out);
                 }
                 break;
@@ -86,8 +88,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
                 for (uint32_t i = 0; i < msg.u.truncate.nrelids; i++) {
                     rel = pgcdc_relcache_get(rc, msg.u.truncate.relids[i]);
                     pgcdc_buf_reset(&out);
-                    if (rel != NULL && pgcdc_encode_truncate(&ctx, rel, msg.u.truncate.options,
-                                                             &out, &err) == 0) {
+                    if (rel != NULL &&
+                        pgcdc_encode_truncate(&ctx, rel, msg.u.truncate.options, &out, &err) == 0) {
                         render(&out);
                     }
                 }
