@@ -57,7 +57,7 @@ __all__ = [
     "Pgcdc", "HarnessError", "Skip", "TestTimeout", "free_port", "wait_until",
     "read_events", "read_msgpack_events", "to_yaml", "make_config", "lsn_to_int",
     "int_to_lsn", "redis_cmd", "memcached_cmd", "pause_pid", "resume_pid",
-    "kill_pid", "pid_alive", "rss_kb", "timeout", "slow", "full_tier", "FULL", "REPO", "PG_BIN",
+    "kill_pid", "pid_alive", "rss_kb", "read_nonblocking", "timeout", "slow", "full_tier", "FULL", "REPO", "PG_BIN",
     "QUICK",
 ]
 
@@ -270,6 +270,23 @@ def rss_kb(pid):
     except OSError:
         return None
     return None
+
+
+def read_nonblocking(fd, until, timeout=30.0):
+    """Read a non-blocking fd (a FIFO a sink writes to) until until(data_so_far) is true or
+    `timeout` seconds pass; returns the bytes read."""
+    data = bytearray()
+    deadline = time.monotonic() + timeout
+    while not until(data) and time.monotonic() < deadline:
+        try:
+            chunk = os.read(fd, 1 << 16)
+        except BlockingIOError:
+            time.sleep(0.01)
+            continue
+        if not chunk:
+            time.sleep(0.01)  # no writer at the moment
+        data += chunk
+    return bytes(data)
 
 
 def tail(path, n=30):

@@ -58,6 +58,16 @@ def roundtrip(s, data, timeout=5):
     return got
 
 
+def silent(s, data):
+    """Send data; True if nothing comes back within 0.5 s."""
+    s.sendall(data)
+    s.settimeout(0.5)
+    try:
+        return s.recv(10) is None
+    except socket.timeout:
+        return True
+
+
 def with_proxy(fn):
     echo = Echo()
     proxy = FaultProxy(("127.0.0.1", echo.port)).start()
@@ -97,24 +107,12 @@ def test_blackhole_silences_open_connections_and_lets_new_ones_pass():
         old = socket.create_connection(("127.0.0.1", proxy.port), timeout=5)
         assert roundtrip(old, b"a") == b"a"
         proxy.blackhole()
-        old.sendall(b"b")
-        old.settimeout(0.5)
-        try:
-            got = old.recv(10)
-        except socket.timeout:
-            got = None
-        assert got is None, got
+        assert silent(old, b"b")
         new = socket.create_connection(("127.0.0.1", proxy.port), timeout=5)
         assert roundtrip(new, b"c") == b"c"
         proxy.blackhole(new_too=True)
         newer = socket.create_connection(("127.0.0.1", proxy.port), timeout=5)
-        newer.sendall(b"d")
-        newer.settimeout(0.5)
-        try:
-            got = newer.recv(10)
-        except socket.timeout:
-            got = None
-        assert got is None, got
+        assert silent(newer, b"d")
         for s in (old, new, newer):
             s.close()
     with_proxy(body)

@@ -35,26 +35,12 @@ def test_full_pipeline_keeps_the_walsender_alive(h):
         # it there for several times wal_sender_timeout.
         time.sleep(14)
         assert p.popen.poll() is None
-        data = b""
-        deadline = time.time() + 60
-        lines = 0
-        while time.time() < deadline and lines < 5001:
-            try:
-                chunk = os.read(rfd, 1 << 16)
-            except BlockingIOError:
-                time.sleep(0.01)
-                continue
-            data += chunk
-            lines = data.count(b"\n")
+        data = harness.read_nonblocking(rfd, lambda d: d.count(b"\n") >= 5001, 60)
+        lines = data.count(b"\n")
         assert lines >= 5001, f"only {lines} events arrived"
         p.terminate()
         # Keep draining the pipe so the final flush can finish.
-        t_end = time.time() + 30
-        while p.popen.poll() is None and time.time() < t_end:
-            try:
-                os.read(rfd, 1 << 16)
-            except BlockingIOError:
-                time.sleep(0.01)
+        harness.read_nonblocking(rfd, lambda d: p.popen.poll() is not None, 30)
         assert p.wait(30) == 0
     finally:
         os.close(rfd)

@@ -167,20 +167,27 @@ def test_every_event_arrives_signed_and_500s_are_retried(h):
         rcv.stop()
 
 
+def only_37_is_dead_lettered(h, rcv, **kw):
+    """100 inserts through rcv: every row but id 37 arrives, and 37 is the one dead letter.
+    Returns (the pgcdc process, still running, and that record)."""
+    db, slot, cfg = setup(h, rcv, **kw)
+    p = h.pgcdc(cfg)
+    p.wait_log("streaming from slot")
+    h.pg.execute("INSERT INTO t SELECT g, 'x' FROM generate_series(1, 100) g", dbname=db)
+    caught_up(h, slot)
+    got = sorted(e["after"]["id"] for e in rows(rcv.events))
+    assert got == [i for i in range(1, 101) if i != 37]
+    recs = [json.loads(x) for x in
+            (p.dir / "state" / "dlq" / "hook.jsonl").read_text().splitlines()]
+    assert len(recs) == 1 and recs[0]["event"]["after"]["id"] == 37, recs
+    return p, recs[0]
+
+
 def test_refused_event_is_isolated_and_dead_lettered(h):
     rcv = Receiver(refuse_id=37)
     try:
-        db, slot, cfg = setup(h, rcv)
-        p = h.pgcdc(cfg)
-        p.wait_log("streaming from slot")
-        h.pg.execute("INSERT INTO t SELECT g, 'x' FROM generate_series(1, 100) g", dbname=db)
-        caught_up(h, slot)
-        got = sorted(e["after"]["id"] for e in rows(rcv.events))
-        assert got == [i for i in range(1, 101) if i != 37]
-        dlq = p.dir / "state" / "dlq" / "hook.jsonl"
-        recs = [json.loads(x) for x in dlq.read_text().splitlines()]
-        assert len(recs) == 1 and recs[0]["event"]["after"]["id"] == 37, recs
-        assert recs[0]["reason"].startswith("HTTP 422"), recs[0]["reason"]
+        p, rec = only_37_is_dead_lettered(h, rcv)
+        assert rec["reason"].startswith("HTTP 422"), rec["reason"]
         p.terminate()
         assert p.wait(30) == 0
     finally:
@@ -192,18 +199,9 @@ def test_500s_for_one_event_give_it_up_after_max_attempts_alone(h):
     only the event that keeps failing is dead-lettered, after exactly max_attempts."""
     rcv = Receiver(fail_id=37)
     try:
-        db, slot, cfg = setup(h, rcv, max_attempts=3)
-        p = h.pgcdc(cfg)
-        p.wait_log("streaming from slot")
-        h.pg.execute("INSERT INTO t SELECT g, 'x' FROM generate_series(1, 100) g", dbname=db)
-        caught_up(h, slot)
-        got = sorted(e["after"]["id"] for e in rows(rcv.events))
-        assert got == [i for i in range(1, 101) if i != 37]
-        recs = [json.loads(x) for x in
-                (p.dir / "state" / "dlq" / "hook.jsonl").read_text().splitlines()]
-        assert len(recs) == 1 and recs[0]["event"]["after"]["id"] == 37, recs
-        assert recs[0]["attempts"] == 3, recs[0]
-        assert recs[0]["reason"].startswith("gave up after 3 attempts: HTTP 500"), recs[0]
+        p, rec = only_37_is_dead_lettered(h, rcv, max_attempts=3)
+        assert rec["attempts"] == 3, rec
+        assert rec["reason"].startswith("gave up after 3 attempts: HTTP 500"), rec
         assert "attempt 3 of 3" in p.log_tail(200)
         p.terminate()
         assert p.wait(30) == 0

@@ -136,6 +136,24 @@ static int push(struct pgcdc_pipeline *p, const char *id)
     return pgcdc_pipeline_push(p, &ev);
 }
 
+/* One sink (batches of 64) whose events turn poison after n refused deliveries. */
+static struct pgcdc_pipeline *mk_attempts(int64_t n)
+{
+    mk_max_attempts = n;
+    struct pgcdc_pipeline *p = mk(1, 1 << 16, 64);
+    mk_max_attempts = 0;
+    return p;
+}
+
+/* A transaction (commit 0x100, end 0x110) with one event "a/1", published. */
+static void one_event_txn(struct pgcdc_pipeline *p)
+{
+    pgcdc_pipeline_begin_txn(p, 0x100);
+    push(p, "a/1");
+    pgcdc_pipeline_commit_txn(p, 0x110);
+    pgcdc_pipeline_publish(p);
+}
+
 /* Wait until sink k has recorded n batches (2 s at most). */
 static void wait_batches(int k, int n)
 {
@@ -199,10 +217,7 @@ Test(pipeline, flush_waits_for_every_event_of_a_transaction)
 Test(pipeline, every_sink_must_ack)
 {
     struct pgcdc_pipeline *p = mk(2, 1 << 16, 64);
-    pgcdc_pipeline_begin_txn(p, 0x100);
-    push(p, "a/1");
-    pgcdc_pipeline_commit_txn(p, 0x110);
-    pgcdc_pipeline_publish(p);
+    one_event_txn(p);
     wait_batches(0, 1);
     wait_batches(1, 1);
     ack(0, 0, 0, 1, PGCDC_ACK_OK);
@@ -237,10 +252,7 @@ Test(pipeline, refused_deliver_is_retried_without_acks)
 {
     struct pgcdc_pipeline *p = mk(1, 1 << 16, 64);
     sinks[0]->fail_deliveries = 2;
-    pgcdc_pipeline_begin_txn(p, 0x100);
-    push(p, "a/1");
-    pgcdc_pipeline_commit_txn(p, 0x110);
-    pgcdc_pipeline_publish(p);
+    one_event_txn(p);
     wait_batches(0, 1); /* recorded only once deliver accepts */
     cr_assert(eq(str, sinks[0]->batches[0].ids[0], "a/1"));
     cr_assert(eq(int, sinks[0]->fail_deliveries, 0));
@@ -252,10 +264,7 @@ Test(pipeline, refused_deliver_is_retried_without_acks)
 Test(pipeline, second_terminal_ack_is_ignored)
 {
     struct pgcdc_pipeline *p = mk(2, 1 << 16, 64);
-    pgcdc_pipeline_begin_txn(p, 0x100);
-    push(p, "a/1");
-    pgcdc_pipeline_commit_txn(p, 0x110);
-    pgcdc_pipeline_publish(p);
+    one_event_txn(p);
     wait_batches(0, 1);
     wait_batches(1, 1);
     ack(0, 0, 0, 1, PGCDC_ACK_OK);
@@ -326,20 +335,22 @@ Test(pipeline, full_log_pushes_back_until_acks_release_room)
     pgcdc_pipeline_free(p);
 }
 
-Test(pipeline, dropped_event_fails_without_passing_the_checkpoint)
+/* Under on_poison: fail, acking "a/1" with `st` stops the pipeline before the event. */
+static void assert_poison_stops(struct pgcdc_pipeline *p, enum pgcdc_ack st, const char *want)
 {
-    struct pgcdc_pipeline *p = mk(1, 1 << 16, 64);
-    pgcdc_pipeline_begin_txn(p, 0x100);
-    push(p, "a/1");
-    pgcdc_pipeline_commit_txn(p, 0x110);
-    pgcdc_pipeline_publish(p);
+    one_event_txn(p);
     wait_batches(0, 1);
-    ack(0, 0, 0, 1, PGCDC_ACK_DROP);
+    ack(0, 0, 0, 1, st);
     struct pgcdc_err err = {0};
     cr_assert(eq(int, pgcdc_pipeline_failed(p, &err), PGCDC_EPOISON));
-    cr_assert(not(eq(ptr, strstr(err.msg, "a/1"), NULL)), "%s", err.msg);
+    cr_assert(not(eq(ptr, strstr(err.msg, want), NULL)), "%s", err.msg);
     cr_assert(eq(u64, pgcdc_pipeline_advance(p), 0));
     pgcdc_pipeline_free(p);
+}
+
+Test(pipeline, dropped_event_fails_without_passing_the_checkpoint)
+{
+    assert_poison_stops(mk(1, 1 << 16, 64), PGCDC_ACK_DROP, "a/1");
 }
 
 Test(pipeline, dropped_event_goes_to_the_dead_letter_store_and_is_released)
@@ -410,10 +421,7 @@ Test(pipeline, refused_event_is_poison_after_max_attempts)
     struct pgcdc_pipeline *p = mk(1, 1 << 16, 64);
     mk_state_dir = mk_on_poison = NULL;
     mk_max_attempts = 0;
-    pgcdc_pipeline_begin_txn(p, 0x100);
-    push(p, "a/1");
-    pgcdc_pipeline_commit_txn(p, 0x110);
-    pgcdc_pipeline_publish(p);
+    one_event_txn(p);
     for (int attempt = 0; attempt < 3; attempt++) {
         wait_batches(0, attempt + 1);
         cr_assert(eq(str, sinks[0]->batches[attempt].ids[0], "a/1"));
@@ -435,9 +443,7 @@ Test(pipeline, refused_event_is_poison_after_max_attempts)
 
 Test(pipeline, last_attempt_of_a_refused_batch_isolates_each_event)
 {
-    mk_max_attempts = 2;
-    struct pgcdc_pipeline *p = mk(1, 1 << 16, 64);
-    mk_max_attempts = 0;
+    struct pgcdc_pipeline *p = mk_attempts(2);
     pgcdc_pipeline_begin_txn(p, 0x100);
     push(p, "a/1");
     push(p, "a/2");
@@ -460,14 +466,9 @@ Test(pipeline, last_attempt_of_a_refused_batch_isolates_each_event)
 
 Test(pipeline, unavailable_sink_is_waited_for_without_counting_attempts)
 {
-    mk_max_attempts = 2;
-    struct pgcdc_pipeline *p = mk(1, 1 << 16, 64);
-    mk_max_attempts = 0;
+    struct pgcdc_pipeline *p = mk_attempts(2);
     sinks[0]->fail_deliveries = 3; /* refused batches are not attempts either */
-    pgcdc_pipeline_begin_txn(p, 0x100);
-    push(p, "a/1");
-    pgcdc_pipeline_commit_txn(p, 0x110);
-    pgcdc_pipeline_publish(p);
+    one_event_txn(p);
     for (int i = 0; i < 5; i++) {
         wait_batches(0, i + 1);
         ack(0, i, 0, 1, PGCDC_ACK_UNAVAILABLE);
@@ -484,20 +485,8 @@ Test(pipeline, unavailable_sink_is_waited_for_without_counting_attempts)
 
 Test(pipeline, exhausted_event_with_on_poison_fail_stops_before_it)
 {
-    mk_max_attempts = 1;
-    struct pgcdc_pipeline *p = mk(1, 1 << 16, 64);
-    mk_max_attempts = 0;
-    pgcdc_pipeline_begin_txn(p, 0x100);
-    push(p, "a/1");
-    pgcdc_pipeline_commit_txn(p, 0x110);
-    pgcdc_pipeline_publish(p);
-    wait_batches(0, 1);
-    ack(0, 0, 0, 1, PGCDC_ACK_RETRY);
-    struct pgcdc_err err = {0};
-    cr_assert(eq(int, pgcdc_pipeline_failed(p, &err), PGCDC_EPOISON));
-    cr_assert(not(eq(ptr, strstr(err.msg, "gave up after 1 attempts"), NULL)), "%s", err.msg);
-    cr_assert(eq(u64, pgcdc_pipeline_advance(p), 0));
-    pgcdc_pipeline_free(p);
+    struct pgcdc_pipeline *p = mk_attempts(1);
+    assert_poison_stops(p, PGCDC_ACK_RETRY, "gave up after 1 attempts");
 }
 
 Test(pipeline, token_bucket_caps_every_batch_at_the_burst)
@@ -596,10 +585,7 @@ Test(pipeline, watchdog_fails_a_sink_that_keeps_a_batch_past_call_timeout)
     mk_call_timeout = 30;
     struct pgcdc_pipeline *p = mk(1, 1 << 16, 64);
     mk_call_timeout = 0;
-    pgcdc_pipeline_begin_txn(p, 0x100);
-    push(p, "a/1");
-    pgcdc_pipeline_commit_txn(p, 0x110);
-    pgcdc_pipeline_publish(p);
+    one_event_txn(p);
     wait_batches(0, 1);
     cr_assert(eq(int, pgcdc_pipeline_watchdog(p), 0), "not yet");
     usleep(60000); /* no ack comes */
