@@ -93,8 +93,8 @@ MATRIX = [
      ["test_core::test_truncate_two_tables", "test_redis::test_truncate_flush_prefix_and_ignore",
       "test_search::test_truncate_empties_the_index_and_whole_request_503_is_retried",
       "test_memcached::test_truncate_flush_all_empties_every_server"]),
-    ("R24", "TLS everywhere, and the negative cases", "-",
-     "not yet: needs a test CA and TLS configs for Postgres, NATS and Redis (stunnel); open"),
+    ("R24", "TLS everywhere (Postgres verify-full, NATS, HTTPS), and the negative cases", "quick",
+     ["test_fault_tls::test_r24_tls_everywhere_and_the_negative_cases"]),
     ("R25", "config reload on SIGHUP", "-", "not yet: SIGHUP reload is part of the operations "
      "issue"),
     ("R26", "startup with the broker down", "quick", ["test_nats::test_nats_down_when_pgcdc_starts"]),

@@ -1079,12 +1079,14 @@ static int nats_check(void *state, pgcdc_report_fn report, void *ctx)
         pgcdc_nats_stream_name(st->stream, sizeof st->stream, st->source);
     }
     /* The connection is left in st->nc: destroy closes it and waits for nats.c's last
-     * callback before freeing the state. */
+     * callback before freeing the state. One attempt, not retried in the background: a
+     * check reports why it failed (a refused TLS handshake, say), now. */
+    natsOptions_SetRetryOnFailedConnect(st->opts, false, NULL, NULL);
     natsStatus s = natsConnection_Connect(&st->nc, st->opts);
     natsConnection *nc = st->nc;
     if (s != NATS_OK) {
         report(ctx, 2, "nats: cannot connect to %s: %s", st->cfg->url,
-               s == NATS_NOT_YET_CONNECTED ? "no server answered" : nats_GetLastError(NULL));
+               nats_GetLastError(NULL) ? nats_GetLastError(NULL) : natsStatus_GetText(s));
         return 0;
     }
     char url[256] = "";
