@@ -367,18 +367,17 @@ def read_msgpack_events(path):
     """Parse a file of concatenated msgpack events; a truncated last object is ignored."""
     import msgpack
     try:
-        with open(path, "rb") as f:
-            data = f.read()
+        f = open(path, "rb")
     except FileNotFoundError:
         return []
-    unpacker = msgpack.Unpacker(raw=False, strict_map_key=False)
-    unpacker.feed(data)
     out = []
-    try:
-        for obj in unpacker:
-            out.append(obj)
-    except msgpack.OutOfData:
-        pass
+    with f:  # streamed from the file: a file of any size (the default buffer stops at 100 MiB)
+        unpacker = msgpack.Unpacker(f, raw=False, strict_map_key=False)
+        try:
+            for obj in unpacker:
+                out.append(obj)
+        except msgpack.OutOfData:
+            pass
     return out
 
 

@@ -28,6 +28,7 @@ class Writer(threading.Thread):
         self.indeterminate_ledger = []
         self.reconnects = 0
         self.error = None
+        self.finished_at = None  # time.monotonic() when run() returned
 
     def _connect(self, deadline):
         while True:
@@ -74,6 +75,8 @@ class Writer(threading.Thread):
             conn.close()
         except Exception as e:  # reported by the test
             self.error = e
+        finally:
+            self.finished_at = time.monotonic()
 
 
 def setup_ledger(h, prefix, pg=None):

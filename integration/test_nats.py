@@ -11,6 +11,8 @@ import re
 import subprocess
 import time
 
+import psycopg2
+
 import harness
 import natslib
 from harness import make_config, wait_until, lsn_to_int, REPO
@@ -100,6 +102,23 @@ def test_nats_killed_and_restarted_mid_workload(h):
         time.sleep(3)
         nats.start()
     run_scenario(h, fault, n_txn=12000, name="nk")
+
+
+def test_nats_restarted_after_its_duplicate_window_keeps_the_chain(h):
+    """nats-server before 2.12 forgets a stream's last message id on restart when that message
+    is older than the duplicate window (nats-server#8564), so a publish expecting it is
+    refused (10070) for ever. pgcdc chains its first publish after a resync to the stream's
+    last sequence instead. Found by matrix R9 (NATS down for three minutes)."""
+    def fault(p, nats, w):
+        w.join(120)  # all written and stored, then quiet past the 1 s window
+        wait_until(lambda: (natslib.info(nats.url, "CDC_APP") or {}).get("messages", 0) > 0, 30)
+        time.sleep(2.5)
+        nats.kill()
+        nats.start()
+        with psycopg2.connect(w.dsn) as conn, conn.cursor() as cur:  # one more transaction
+            cur.execute("UPDATE kv SET v = v + 1 WHERE k < 10 RETURNING k, v")
+            w.committed_kv.extend(cur.fetchall())
+    run_scenario(h, fault, n_txn=500, sink_kw={"duplicate_window": "1s"}, name="ndw")
 
 
 def test_nats_paused_for_30_seconds(h):

@@ -26,8 +26,11 @@
  * strict_order (the default) also sends Nats-Expected-Last-Msg-Id (the previous event's id),
  * so the server refuses a publish whose predecessor was lost instead of storing it ahead. The
  * stream then has no gaps, which is what makes "skip what is at or before the stored
- * position" safe. Without the chain a lost publish can leave a gap, so the skip is off and
- * only the duplicate window de-duplicates.
+ * position" safe. The first publish after a resync expects the stream's last sequence
+ * (Nats-Expected-Last-Sequence) instead: nats-server before 2.12 forgets a stream's last
+ * message id on restart when that message is older than the duplicate window
+ * (nats-server#8564), and would refuse an id chain for ever. Without the chain a lost publish can
+ * leave a gap, so the skip is off and only the duplicate window de-duplicates.
  *
  * Errors: a full stream (discard: new) and a missing stream are retried with backoff (the
  * checkpoint waits, WAL accumulates in the slot); a message over the server's or stream's
@@ -164,6 +167,8 @@ struct nats_sink {
     int failing;                  /* a publish failed: refuse batches until in-flight ones answer */
     int stopped;                  /* no acks to the core any more */
     char last_id[256];            /* expected last message id for the next publish ("" = unknown) */
+    uint64_t expect_seq;          /* after a resync: the stream's last sequence, which the next
+                                     publish expects instead of last_id (0 = none) */
     struct pgcdc_nats_pos stored; /* this source's last position in the stream */
     int have_stored;
 
@@ -509,6 +514,7 @@ static int resync(struct nats_sink *st, struct pgcdc_err *err)
     uint64_t msgs = si->State.Msgs;
     jsStreamInfo_Destroy(si);
     st->last_id[0] = '\0';
+    st->expect_seq = last;
     st->have_stored = 0;
     size_t prefix = strlen(st->source);
     for (uint64_t seq = last, n = 0; msgs > 0 && seq >= first && seq > 0 && n < RESYNC_WALK;
@@ -799,9 +805,11 @@ static void note_table(struct nats_sink *st, const struct pgcdc_event *ev)
  * strict_order, the id the stream's last message must have.
  */
 static natsMsg *make_msg(struct nats_sink *st, const struct pgcdc_event *ev, const char *subj,
-                         const char *reply, const char *expect_last)
+                         const char *reply, const char *expect_last, uint64_t expect_seq)
 {
     natsMsg *m = NULL;
+    char seqbuf[24];
+    snprintf(seqbuf, sizeof seqbuf, "%" PRIu64, expect_seq);
     if (natsMsg_Create(&m, subj, reply, ev->payload, (int)ev->payload_len) != NATS_OK) {
         return NULL;
     }
@@ -819,7 +827,9 @@ static natsMsg *make_msg(struct nats_sink *st, const struct pgcdc_event *ev, con
         natsMsgHeader_Set(m, "Cdc-Pos", pos) != NATS_OK ||
         natsMsgHeader_Set(m, "Nats-Msg-Id", ev->id) != NATS_OK ||
         (reply != NULL && natsMsgHeader_Set(m, "Nats-Expected-Stream", st->stream) != NATS_OK) ||
-        (expect_last != NULL &&
+        (expect_seq != 0 &&
+         natsMsgHeader_Set(m, "Nats-Expected-Last-Sequence", seqbuf) != NATS_OK) ||
+        (expect_seq == 0 && expect_last != NULL &&
          natsMsgHeader_Set(m, "Nats-Expected-Last-Msg-Id", expect_last) != NATS_OK)) {
         natsMsg_Destroy(m);
         return NULL;
@@ -837,7 +847,7 @@ static int deliver_core(struct nats_sink *st, const struct pgcdc_batch *b, struc
                                st->source, ev) == (size_t)-1) {
             return pgcdc_err_format(err, PGCDC_EINVAL, "cannot render a subject for %s", ev->id);
         }
-        natsMsg *m = make_msg(st, ev, subj, NULL, NULL);
+        natsMsg *m = make_msg(st, ev, subj, NULL, NULL, 0);
         if (m == NULL) {
             return pgcdc_err_format(err, PGCDC_ENOMEM, "out of memory");
         }
@@ -950,7 +960,8 @@ static int nats_deliver(void *state, const struct pgcdc_batch *b, struct pgcdc_e
         snprintf(this_id, sizeof this_id, "%s", ev->id);
         snprintf(reply, sizeof reply, "%s.%" PRIx64, st->inbox, seq);
         const char *expect = st->cfg->strict_order && st->last_id[0] != '\0' ? st->last_id : NULL;
-        natsMsg *m = make_msg(st, ev, subj, reply, expect);
+        natsMsg *m =
+            make_msg(st, ev, subj, reply, expect, st->cfg->strict_order ? st->expect_seq : 0);
         natsStatus s = m != NULL ? natsConnection_PublishMsg(st->nc, m) : NATS_NO_MEMORY;
         natsMsg_Destroy(m);
         if (s != NATS_OK) {
@@ -974,6 +985,7 @@ static int nats_deliver(void *state, const struct pgcdc_batch *b, struct pgcdc_e
             break;
         }
         memcpy(st->last_id, this_id, sizeof st->last_id);
+        st->expect_seq = 0; /* the chain of ids holds from here: the server knows this one */
     }
     if (skipped > 0) {
         st->host->count(st->h, "skipped", skipped);
