@@ -151,6 +151,9 @@ def run_scenario(h, fault, n_txn=3000, node=None, url=None, sink_kw=None, start_
         sampler.join(5)
     p.terminate()
     assert p.wait(60) == 0
+    # The slot is done with: a module running many scenarios on one Postgres would otherwise
+    # reach max_replication_slots (16).
+    pg.execute(f"SELECT pg_drop_replication_slot('{slot}')")
     msgs = natslib.dump(nats.url, stream)
     rep = verdict(msgs, w)
     n = sampler.check(msgs)
