@@ -73,7 +73,7 @@ struct webhook_sink {
     struct pgcdc_sbuf body;
     char *json; /* one event's JSON, reused */
     size_t jsoncap;
-    uint8_t *result; /* per event of the batch: 0 ok, 1 retry, 2 drop, 3 unavailable */
+    uint8_t *result; /* per event of the batch: its enum pgcdc_ack */
     char *reason;    /* per event */
     size_t cap;
 };
@@ -192,11 +192,11 @@ static int render(struct webhook_sink *st, const struct pgcdc_batch *b, size_t f
     return pgcdc_sbuf_puts(&st->body, "]}");
 }
 
-static void set_range(struct webhook_sink *st, size_t first, size_t n, uint8_t result,
+static void set_range(struct webhook_sink *st, size_t first, size_t n, enum pgcdc_ack result,
                       const char *reason)
 {
     for (size_t i = first; i < first + n; i++) {
-        st->result[i] = result;
+        st->result[i] = (uint8_t)result;
         snprintf(st->reason + i * REASON_CAP, REASON_CAP, "%s", reason);
     }
 }
@@ -206,7 +206,7 @@ static void post(struct webhook_sink *st, const struct pgcdc_batch *b, size_t fi
 {
     char reason[REASON_CAP];
     if (render(st, b, first, n) != 0) {
-        set_range(st, first, n, 1, "out of memory");
+        set_range(st, first, n, PGCDC_ACK_UNAVAILABLE, "out of memory"); /* ours, not theirs */
         return;
     }
     char count[48], fid[300], lid[300], sig[32 + PGCDC_WEBHOOK_SIG_LEN], src[128];
@@ -219,7 +219,7 @@ static void post(struct webhook_sink *st, const struct pgcdc_batch *b, size_t fi
         memcpy(sig, "X-Pgcdc-Signature: ", 19);
         if (pgcdc_webhook_sign(st->cfg->secret, strlen(st->cfg->secret), st->body.data,
                                st->body.len, sig + 19) != 0) {
-            set_range(st, first, n, 1, "cannot compute the signature");
+            set_range(st, first, n, PGCDC_ACK_UNAVAILABLE, "cannot compute the signature");
             return;
         }
         extra[4] = sig;
@@ -236,7 +236,7 @@ static void post(struct webhook_sink *st, const struct pgcdc_batch *b, size_t fi
     int unavailable = status < 0 || status == 408 || status == 429 || status == 502 ||
                       status == 503 || status == 504 || status == 401 || status == 403;
     if (unavailable || status >= 500) {
-        set_range(st, first, n, unavailable ? 3 : 1, reason);
+        set_range(st, first, n, unavailable ? PGCDC_ACK_UNAVAILABLE : PGCDC_ACK_RETRY, reason);
         return;
     }
     if (n > 1) {
@@ -244,7 +244,7 @@ static void post(struct webhook_sink *st, const struct pgcdc_batch *b, size_t fi
         post(st, b, first + n / 2, n - n / 2);
         return;
     }
-    set_range(st, first, 1, 2, reason);
+    set_range(st, first, 1, PGCDC_ACK_DROP, reason);
 }
 
 static int webhook_deliver(void *state, const struct pgcdc_batch *b, struct pgcdc_err *err)
@@ -264,17 +264,14 @@ static int webhook_deliver(void *state, const struct pgcdc_batch *b, struct pgcd
         }
         st->cap = b->count;
     }
-    memset(st->result, 0, b->count);
+    memset(st->result, PGCDC_ACK_OK, b->count);
     post(st, b, 0, b->count);
     for (size_t i = 0; i < b->count;) {
         size_t j = i + 1;
-        while (j < b->count && st->result[j] == st->result[i] && st->result[i] != 2) {
-            j++;
+        enum pgcdc_ack a = (enum pgcdc_ack)st->result[i];
+        while (j < b->count && st->result[j] == st->result[i] && a != PGCDC_ACK_DROP) {
+            j++; /* one ack per run of equal outcomes; each drop alone, with its reason */
         }
-        enum pgcdc_ack a = st->result[i] == 0   ? PGCDC_ACK_OK
-                           : st->result[i] == 1 ? PGCDC_ACK_RETRY
-                           : st->result[i] == 3 ? PGCDC_ACK_UNAVAILABLE
-                                                : PGCDC_ACK_DROP;
         st->host->ack(st->h, b->id, i, j - i, a,
                       a == PGCDC_ACK_OK ? NULL : st->reason + i * REASON_CAP);
         i = j;

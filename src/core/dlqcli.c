@@ -18,7 +18,8 @@
 
 #include "core/engine.h"
 
-/* Call fn for each complete line of path; returns the number of lines, -1 if no file. */
+/* Call fn (if not NULL) for each complete line of path; returns the number of lines, -1 if
+ * no file. */
 static long each_record(const char *path, void (*fn)(long n, const char *line, void *ctx),
                         void *ctx, int *torn)
 {
@@ -37,7 +38,10 @@ static long each_record(const char *path, void (*fn)(long n, const char *line, v
             break;
         }
         line[len - 1] = '\0';
-        fn(++n, line, ctx);
+        n++;
+        if (fn != NULL) {
+            fn(n, line, ctx);
+        }
     }
     free(line);
     fclose(f);
@@ -92,13 +96,6 @@ static void show_one(long n, const char *line, void *ctx)
     s->shown++;
 }
 
-static void count_one(long n, const char *line, void *ctx)
-{
-    (void)n;
-    (void)line;
-    (void)ctx;
-}
-
 /* Empty the store at path: exit 0, or 1 when pgcdc holds it or it cannot be written. */
 static int purge(const char *sink, const char *path)
 {
@@ -119,7 +116,7 @@ static int purge(const char *sink, const char *path)
         return PGCDC_EXIT_RETRYABLE;
     }
     int torn = 0;
-    long n = each_record(path, count_one, NULL, &torn);
+    long n = each_record(path, NULL, NULL, &torn); /* only counts */
     int rc = ftruncate(fd, 0) == 0 && fsync(fd) == 0 ? 0 : -1;
     int e = errno;
     close(fd);

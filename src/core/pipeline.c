@@ -417,6 +417,14 @@ static void retry_sort(struct pgcdc_sink *s)
  * retries are pending no new event is handed out, so a key's later change cannot overtake
  * an earlier one that is waiting for redelivery. Called with s->mu held; returns the count.
  */
+/* Would an event of `len` bytes overflow a batch holding `bytes` (batch_bytes, or the byte
+ * bucket's tokens: the first event always goes, the bucket may go into debt by it)? */
+static int batch_full(const struct pgcdc_sink *s, size_t bytes, size_t len)
+{
+    return bytes + len > (size_t)s->batch_bytes ||
+           (s->rate_bytes.rate > 0 && (double)bytes >= s->rate_bytes.tokens);
+}
+
 static uint32_t collect(struct pgcdc_sink *s, struct batch *b, const struct timespec **wait_until)
 {
     struct pgcdc_pipeline *p = s->p;
@@ -457,8 +465,7 @@ static uint32_t collect(struct pgcdc_sink *s, struct batch *b, const struct time
         while (s->retry_len > 0 && n < max_n) {
             uint64_t seq = s->retry[s->retry_head & p->mask];
             struct slot *sl = &p->slots[seq & p->mask];
-            if (n > 0 && (bytes + sl->ev.payload_len > (size_t)s->batch_bytes ||
-                          (s->rate_bytes.rate > 0 && (double)bytes >= s->rate_bytes.tokens))) {
+            if (n > 0 && batch_full(s, bytes, sl->ev.payload_len)) {
                 break;
             }
             /* An event's last attempt goes alone: a batch refused as a whole (one HTTP
@@ -483,8 +490,7 @@ static uint32_t collect(struct pgcdc_sink *s, struct batch *b, const struct time
     else {
         while (s->cursor < head && n < max_n) {
             struct slot *sl = &p->slots[s->cursor & p->mask];
-            if (n > 0 && (bytes + sl->ev.payload_len > (size_t)s->batch_bytes ||
-                          (s->rate_bytes.rate > 0 && (double)bytes >= s->rate_bytes.tokens))) {
+            if (n > 0 && batch_full(s, bytes, sl->ev.payload_len)) {
                 break;
             }
             b->seqs[n] = s->cursor;
