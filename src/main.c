@@ -6,6 +6,8 @@
  *   pgcdc run   -c FILE     stream the slot into the configured sinks
  *   pgcdc check -c FILE     validate the config and preflight Postgres
  *   pgcdc tail  -c FILE     print new changes as JSON lines, without consuming the slot
+ *   pgcdc slot status | slot drop SLOT   the configured slot
+ *   pgcdc dlq ...           the dead-letter stores
  *   pgcdc --version | --help
  *
  * Secrets never come from the command line (a process's argv is world-readable): the DSN
@@ -41,6 +43,9 @@ static void usage(FILE *f)
                "  tail     print new changes as JSON lines from a temporary slot\n"
                "           (the configured slot is not touched)\n"
                "  config-reference  print every config key (Markdown)\n"
+               "  slot status       the slot: active, wal_status, retained WAL, lag, checkpoint\n"
+               "  slot drop SLOT    drop the configured slot (name it to confirm; refused\n"
+               "                    while pgcdc streams from it)\n"
                "  dlq list [SINK]   the dead-letter records of the config's sinks\n"
                "  dlq show SINK [N] record N (or all) of a sink's dead-letter store, as JSON\n"
                "  dlq replay SINK   deliver a sink's dead letters again (pgcdc stopped)\n"
@@ -181,6 +186,13 @@ int main(int argc, char **argv)
             return PGCDC_EXIT_USAGE;
         }
     }
+    else if (strcmp(cmd, "slot") == 0) {
+        mode = -4;
+        if (optind + 1 >= argc || optind + 3 < argc) {
+            fprintf(stderr, "pgcdc: usage: pgcdc slot status | slot drop SLOT -c FILE\n");
+            return PGCDC_EXIT_USAGE;
+        }
+    }
     else if (strcmp(cmd, "sink-check") == 0) {
         mode = -2;
         if (optind + 1 >= argc || optind + 3 < argc) {
@@ -193,7 +205,7 @@ int main(int argc, char **argv)
         usage(stderr);
         return PGCDC_EXIT_USAGE;
     }
-    if (mode != -2 && mode != -3 && optind + 1 < argc) {
+    if (mode != -2 && mode != -3 && mode != -4 && optind + 1 < argc) {
         fprintf(stderr, "pgcdc: unexpected argument '%s'\n", argv[optind + 1]);
         return PGCDC_EXIT_USAGE;
     }
@@ -216,6 +228,7 @@ int main(int argc, char **argv)
         return PGCDC_EXIT_USAGE;
     }
     pgcdc_log_setup(lvl, fmt);
+    pgcdc_engine_log_override(log_level, log_format);
 
     struct pgcdc_config *cfg = NULL;
     struct pgcdc_err err = {0};
@@ -232,7 +245,10 @@ int main(int argc, char **argv)
     pgcdc_log_setup(lvl < 0 ? PGCDC_LOG_INFO : lvl, fmt < 0 ? PGCDC_LOGFMT_AUTO : fmt);
 
     int code;
-    if (mode == -3) {
+    if (mode == -4) {
+        code = pgcdc_slot_cli(cfg, argv[optind + 1], optind + 2 < argc ? argv[optind + 2] : NULL);
+    }
+    else if (mode == -3) {
         code = pgcdc_dlq_cli(cfg, argv[optind + 1], optind + 2 < argc ? argv[optind + 2] : NULL,
                              optind + 3 < argc ? argv[optind + 3] : NULL);
     }

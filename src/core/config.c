@@ -1435,6 +1435,15 @@ static const struct pgcdc_config_key source_keys[] = {
         reconnect_min_ms, "first reconnect delay"),
     KEY(PGCDC_CFG_DURATION, "reconnect_max", "30s", 0, struct pgcdc_source_config, reconnect_max_ms,
         "reconnect delay cap"),
+    KEY(PGCDC_CFG_DURATION, "heartbeat_interval", "0", 0, struct pgcdc_source_config,
+        heartbeat_interval_ms,
+        "write a pg_logical_emit_message heartbeat this often, so the slot advances and the "
+        "end-to-end latency is measured even when the published tables are idle; needs "
+        "EXECUTE on pg_logical_emit_message; 0 = off"),
+    KEY(PGCDC_CFG_DURATION, "slot_poll_interval", "10s", 0, struct pgcdc_source_config,
+        slot_poll_interval_ms,
+        "read the slot's retained WAL and wal_status from pg_replication_slots this often "
+        "(metrics, and a warning when the slot is at risk); 0 = off"),
     {PGCDC_CFG_END, NULL, NULL, 0, 0, NULL},
 };
 
@@ -1455,7 +1464,8 @@ static const struct pgcdc_config_key dlq_keys[] = {
 
 static const struct pgcdc_config_key http_keys[] = {
     KEY(PGCDC_CFG_STR, "listen", NULL, 0, struct pgcdc_http_config, listen,
-        "host:port for /metrics, /healthz, /readyz (not served yet: a warning is logged)"),
+        "HOST:PORT to serve /metrics, /healthz and /readyz on; a bare PORT (or :PORT) is "
+        "127.0.0.1:PORT, 0.0.0.0:PORT is every interface; unset = no HTTP server"),
     {PGCDC_CFG_END, NULL, NULL, 0, 0, NULL},
 };
 
@@ -1848,6 +1858,31 @@ static int check_sinks(struct pgcdc_config *cfg, struct pgcdc_err *err)
     return 0;
 }
 
+/* http.listen: PORT, :PORT, HOST:PORT or [IPV6]:PORT, PORT in 0..65535. */
+static int listen_ok(const char *v)
+{
+    const char *port = v;
+    if (v[0] == '[') {
+        const char *end = strchr(v, ']');
+        if (end == NULL || end == v + 1 || end[1] != ':') {
+            return 0;
+        }
+        port = end + 2;
+    }
+    else if (strchr(v, ':') != NULL) {
+        port = strrchr(v, ':') + 1;
+        for (const char *c = v; c < port - 1; c++) {
+            if (*c == ' ' || *c == '/' || *c == ':') {
+                return 0;
+            }
+        }
+    }
+    if (*port == '\0' || strlen(port) > 5 || strspn(port, "0123456789") != strlen(port)) {
+        return 0;
+    }
+    return atoi(port) <= 65535;
+}
+
 static int validate(struct pgcdc_config *cfg, const struct pgcdc_cfg_node *root,
                     struct pgcdc_err *err)
 {
@@ -1873,6 +1908,11 @@ static int validate(struct pgcdc_config *cfg, const struct pgcdc_cfg_node *root,
         return cfg_error(err, file, line_of(pipe, "max_events"),
                          "pipeline.max_events: must be 16..1048576");
     }
+    if (cfg->http.listen != NULL && !listen_ok(cfg->http.listen)) {
+        return cfg_error(err, file, line_of(map_get(root, "http"), "listen"),
+                         "http.listen: expected PORT, HOST:PORT or [IPV6]:PORT, not '%.80s'",
+                         cfg->http.listen);
+    }
     if (!one_of(cfg->log.level, levels)) {
         return cfg_error(err, file, line_of(lg, "level"),
                          "log.level: expected error, warn, info, debug or trace");
@@ -1882,6 +1922,61 @@ static int validate(struct pgcdc_config *cfg, const struct pgcdc_cfg_node *root,
                          "log.format: expected auto, text or json");
     }
     return check_sinks(cfg, err);
+}
+
+/* ---- Comparing two configs (SIGHUP) ---- */
+
+static size_t map_count_unskipped(const struct pgcdc_cfg_node *n, const char *const *skip)
+{
+    size_t c = 0;
+    for (const struct pgcdc_cfg_node *v = n->first; v != NULL; v = v->next) {
+        c += skip == NULL || !in_list(skip, v->key);
+    }
+    return c;
+}
+
+int pgcdc_config_node_equal(const struct pgcdc_cfg_node *a, const struct pgcdc_cfg_node *b,
+                            const char *const *skip)
+{
+    if (a == NULL || b == NULL) {
+        return a == b;
+    }
+    if (a->kind != b->kind) {
+        return 0;
+    }
+    if (a->kind == NODE_MAP) {
+        if (map_count_unskipped(a, skip) != map_count_unskipped(b, skip)) {
+            return 0;
+        }
+        for (const struct pgcdc_cfg_node *v = a->first; v != NULL; v = v->next) {
+            if (skip != NULL && in_list(skip, v->key)) {
+                continue;
+            }
+            if (!pgcdc_config_node_equal(v, map_get(b, v->key), NULL)) {
+                return 0;
+            }
+        }
+        return 1;
+    }
+    if (a->kind == NODE_SEQ) {
+        if (a->count != b->count) {
+            return 0;
+        }
+        for (const struct pgcdc_cfg_node *x = a->first, *y = b->first; x != NULL && y != NULL;
+             x = x->next, y = y->next) {
+            if (!pgcdc_config_node_equal(x, y, NULL)) {
+                return 0;
+            }
+        }
+        return 1;
+    }
+    return a->quoted == b->quoted && a->len == b->len &&
+           (a->len == 0 || memcmp(a->str, b->str, a->len) == 0);
+}
+
+const struct pgcdc_cfg_node *pgcdc_config_section(const struct pgcdc_config *cfg, const char *name)
+{
+    return map_get(cfg->priv->root, name);
 }
 
 /* ---- Parse, load, free ---- */

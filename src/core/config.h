@@ -30,17 +30,19 @@
 struct pgcdc_cfg_node;
 
 struct pgcdc_source_config {
-    const char *name;           /* logical source name; default: the dbname */
-    const char *dsn;            /* libpq conninfo or URI (required) */
-    const char *slot;           /* required; ^[a-z0-9_]{1,63}$ */
-    const char *publication;    /* required */
-    int create_slot;            /* default 1 */
-    int create_publication;     /* default 0 */
-    const char *const *tables;  /* "schema.table" list; NULL = all tables */
-    const char *snapshot;       /* "never" (default) | "initial" */
-    int64_t status_interval_ms; /* standby status update period; default 10s */
-    int64_t reconnect_min_ms;   /* default 100ms */
-    int64_t reconnect_max_ms;   /* default 30s */
+    const char *name;              /* logical source name; default: the dbname */
+    const char *dsn;               /* libpq conninfo or URI (required) */
+    const char *slot;              /* required; ^[a-z0-9_]{1,63}$ */
+    const char *publication;       /* required */
+    int create_slot;               /* default 1 */
+    int create_publication;        /* default 0 */
+    const char *const *tables;     /* "schema.table" list; NULL = all tables */
+    const char *snapshot;          /* "never" (default) | "initial" */
+    int64_t status_interval_ms;    /* standby status update period; default 10s */
+    int64_t reconnect_min_ms;      /* default 100ms */
+    int64_t reconnect_max_ms;      /* default 30s */
+    int64_t heartbeat_interval_ms; /* pg_logical_emit_message period; 0 (default) = off */
+    int64_t slot_poll_interval_ms; /* pg_replication_slots poll period; default 10s; 0 = off */
 };
 
 struct pgcdc_checkpoint_config {
@@ -53,7 +55,7 @@ struct pgcdc_dlq_config {
 };
 
 struct pgcdc_http_config {
-    const char *listen; /* "127.0.0.1:9187"; NULL = off */
+    const char *listen; /* "127.0.0.1:9187"; "9187" means 127.0.0.1:9187; NULL = off */
 };
 
 struct pgcdc_pipeline_config {
@@ -150,6 +152,16 @@ void pgcdc_config_reference(FILE *f, const struct pgcdc_sink_plugin *const *plug
  * loader. */
 int pgcdc_config_check_table(const struct pgcdc_config_key *keys, size_t config_size,
                              struct pgcdc_err *err);
+
+/*
+ * Whether two parsed nodes say the same (mappings in any order; keys of a top mapping listed
+ * in `skip`, NULL-terminated, are ignored). Compares the text as written: ${VAR} and *_file
+ * values are compared unexpanded.
+ */
+int pgcdc_config_node_equal(const struct pgcdc_cfg_node *a, const struct pgcdc_cfg_node *b,
+                            const char *const *skip);
+/* A top-level section's node ("source", "http", ...), NULL when absent. */
+const struct pgcdc_cfg_node *pgcdc_config_section(const struct pgcdc_config *cfg, const char *name);
 
 /* Parse "10s", "250ms", "5m", "1h", "1500" (ms) / "64KiB", "16MiB", "1GiB", "4096". */
 int pgcdc_parse_duration_ms(const char *s, int64_t *out);

@@ -25,6 +25,7 @@
 
 #include <errno.h>
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
@@ -41,8 +42,12 @@
 #include "core/checkpoint.h"
 #include "core/err.h"
 #include "core/failpoint.h"
+#include "core/http.h"
 #include "core/log.h"
+#include "core/metrics.h"
+#include "core/monitor.h"
 #include "core/pipeline.h"
+#include "core/sdnotify.h"
 #include "pg/pgoutput.h"
 #include "pg/relcache.h"
 #include "pg/replication.h"
@@ -59,7 +64,17 @@
 /* ---- signals ---- */
 
 static volatile sig_atomic_t stop_signals;
+static volatile sig_atomic_t reload_signals;
 static int signal_pipe[2] = {-1, -1};
+
+/* --log-level / --log-format: they win over the file, on reload too. */
+static const char *log_level_override, *log_format_override;
+
+void pgcdc_engine_log_override(const char *level, const char *format)
+{
+    log_level_override = level;
+    log_format_override = format;
+}
 
 static void on_stop_signal(int sig)
 {
@@ -73,6 +88,17 @@ static void on_stop_signal(int sig)
     }
     if (signal_pipe[1] >= 0) {
         char c = 1;
+        ssize_t n = write(signal_pipe[1], &c, 1);
+        (void)n;
+    }
+}
+
+static void on_reload_signal(int sig)
+{
+    (void)sig;
+    reload_signals++;
+    if (signal_pipe[1] >= 0) {
+        char c = 2;
         ssize_t n = write(signal_pipe[1], &c, 1);
         (void)n;
     }
@@ -92,6 +118,8 @@ void pgcdc_engine_signals(void)
     sigemptyset(&sa.sa_mask);
     sigaction(SIGTERM, &sa, NULL);
     sigaction(SIGINT, &sa, NULL);
+    sa.sa_handler = on_reload_signal;
+    sigaction(SIGHUP, &sa, NULL);
     signal(SIGPIPE, SIG_IGN);
 }
 
@@ -152,7 +180,22 @@ struct engine {
     int lowat_busy;
     uint64_t events, txns;
     const char *slot;
+
+    /* Operations: metrics (mirrored once per loop), HTTP, side connection, systemd. */
+    struct pgcdc_metrics *m;
+    struct pgcdc_http *http;
+    struct pgcdc_monitor *mon;
+    atomic_int draining; /* /readyz */
+    int64_t last_iter_ms;
+    int blocked; /* the last loop could not read: the log was full */
+    int64_t sd_watchdog_ms, next_sd_watchdog;
+    int sd_ready;
+    int connects;
+    int reloads_seen;
 };
+
+static void mirror_metrics(struct engine *e);
+static void reload(struct engine *e);
 
 static int64_t mono_ms(void)
 {
@@ -166,13 +209,6 @@ static int64_t wall_ms(void)
     struct timespec ts;
     clock_gettime(CLOCK_REALTIME, &ts);
     return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
-static void sleep_ms(int64_t ms)
-{
-    /* Sleep, but wake early on a stop signal. */
-    struct pollfd pfd = {.fd = signal_pipe[0], .events = POLLIN};
-    poll(&pfd, signal_pipe[0] >= 0 ? 1 : 0, (int)ms);
 }
 
 static int64_t jittered_backoff(const struct pgcdc_source_config *sc, unsigned attempt)
@@ -299,6 +335,7 @@ static int write_checkpoint(struct engine *e, uint64_t lsn, struct pgcdc_err *er
     if (rc == 0) {
         e->cp = cp;
         e->have_cp = 1;
+        atomic_store_explicit(&e->m->last_checkpoint_ms, wall_ms(), memory_order_relaxed);
     }
     return rc;
 }
@@ -408,6 +445,34 @@ static const struct pgcdc_rel *need_rel(struct engine *e, uint32_t relid, struct
     return rel;
 }
 
+/* A heartbeat the monitor wrote: prefix "pgcdc", content "hb:<digits>". */
+static int is_heartbeat(const struct pgcdc_pgo_message *msg)
+{
+    size_t hl = sizeof PGCDC_HEARTBEAT_CONTENT - 1;
+    if (strcmp(msg->prefix, PGCDC_HEARTBEAT_PREFIX) != 0 || msg->content_len <= hl ||
+        msg->content_len > 32 || memcmp(msg->content, PGCDC_HEARTBEAT_CONTENT, hl) != 0) {
+        return 0;
+    }
+    for (size_t i = hl; i < msg->content_len; i++) {
+        if (msg->content[i] < '0' || msg->content[i] > '9') {
+            return 0;
+        }
+    }
+    return 1;
+}
+
+static void heartbeat_seen(struct engine *e, const struct pgcdc_pgo_message *msg)
+{
+    char digits[40];
+    size_t hl = sizeof PGCDC_HEARTBEAT_CONTENT - 1;
+    memcpy(digits, msg->content + hl, msg->content_len - hl);
+    digits[msg->content_len - hl] = '\0';
+    int64_t sent = strtoll(digits, NULL, 10);
+    int64_t lat = wall_ms() - sent;
+    atomic_store_explicit(&e->m->heartbeat_latency_ms, lat > 0 ? lat : 0, memory_order_relaxed);
+    atomic_fetch_add_explicit(&e->m->heartbeats_seen, 1, memory_order_relaxed);
+}
+
 /* Decode one pgoutput message into pending events (or transaction bookkeeping). */
 static int handle_pgoutput(struct engine *e, const uint8_t *data, size_t len, uint64_t lsn,
                            struct pgcdc_err *err)
@@ -432,6 +497,7 @@ static int handle_pgoutput(struct engine *e, const uint8_t *data, size_t len, ui
         e->in_txn = 0;
         e->last_commit_end = m->u.commit.end_lsn;
         e->txns++;
+        atomic_store_explicit(&e->m->transactions, e->txns, memory_order_relaxed);
         return 0;
     case PGCDC_PGO_ORIGIN:
     case PGCDC_PGO_TYPE:
@@ -510,6 +576,10 @@ static int handle_pgoutput(struct engine *e, const uint8_t *data, size_t len, ui
         return 0;
     case PGCDC_PGO_MESSAGE: {
         int transactional = (m->u.message.flags & 1) && e->in_txn;
+        if (transactional && is_heartbeat(&m->u.message)) {
+            heartbeat_seen(e, &m->u.message);
+            return 0; /* ours: not an event (its transaction still moves the flush LSN) */
+        }
         if (!transactional) {
             /* A non-transactional message is its own unit: id (lsn, 0). */
             e->commit_lsn = m->u.message.lsn;
@@ -542,11 +612,22 @@ static int handle_pgoutput(struct engine *e, const uint8_t *data, size_t len, ui
  * Move pending events into the pipeline, then close the transaction if its Commit has been
  * read. Returns 0 when everything went in, PGCDC_EAGAIN when the pipeline is full.
  */
+static int open_txn(struct engine *e)
+{
+    if (pgcdc_pipeline_txn_open(e->pipe)) {
+        return 0;
+    }
+    if (pgcdc_pipeline_begin_txn(e->pipe, e->commit_lsn) != 0) {
+        return PGCDC_EAGAIN;
+    }
+    pgcdc_pipeline_txn_time(e->pipe, e->commit_ts_us);
+    return 0;
+}
+
 static int flush_pending(struct engine *e, int commit_seen, uint64_t commit_end)
 {
     while (e->pend_next < e->npend) {
-        if (!pgcdc_pipeline_txn_open(e->pipe) &&
-            pgcdc_pipeline_begin_txn(e->pipe, e->commit_lsn) != 0) {
+        if (open_txn(e) != 0) {
             return PGCDC_EAGAIN;
         }
         struct pending *p = &e->pend[e->pend_next];
@@ -554,14 +635,14 @@ static int flush_pending(struct engine *e, int commit_seen, uint64_t commit_end)
         if (pgcdc_pipeline_push(e->pipe, &p->ev) != 0) {
             return PGCDC_EAGAIN;
         }
+        pgcdc_metrics_count_event(e->m, p->ev.schema, p->ev.table, p->ev.op);
         e->pend_next++;
         e->events++;
     }
     e->npend = e->pend_next = 0;
     pgcdc_buf_reset(&e->pend_buf);
     if (commit_seen) {
-        if (!pgcdc_pipeline_txn_open(e->pipe) &&
-            pgcdc_pipeline_begin_txn(e->pipe, e->commit_lsn) != 0) {
+        if (open_txn(e) != 0) {
             return PGCDC_EAGAIN;
         }
         pgcdc_pipeline_commit_txn(e->pipe, commit_end);
@@ -714,6 +795,11 @@ static int stream(struct engine *e, struct pgcdc_err *err)
     int64_t next_watchdog = 0;
     for (;;) {
         struct pgcdc_err perr = {0};
+        mirror_metrics(e);
+        if (reload_signals != e->reloads_seen) {
+            e->reloads_seen = reload_signals;
+            reload(e);
+        }
         if (mono_ms() >= next_watchdog) {
             pgcdc_pipeline_watchdog(e->pipe);
             next_watchdog = mono_ms() + 1000;
@@ -725,6 +811,8 @@ static int stream(struct engine *e, struct pgcdc_err *err)
         }
         if (stop_signals > 0 && !draining) {
             draining = 1;
+            atomic_store(&e->draining, 1);
+            pgcdc_sd_notify("STOPPING=1\nSTATUS=draining: waiting for the sinks' acks");
             drain_deadline = mono_ms() + e->cfg->pipeline.shutdown_timeout_ms;
             pgcdc_pipeline_set_draining(e->pipe);
             pgcdc_log(PGCDC_LOG_INFO, e->component,
@@ -787,6 +875,7 @@ static int stream(struct engine *e, struct pgcdc_err *err)
                 next_status = soon;
             }
         }
+        e->blocked = !can_read;
         int timeout = next_status < 0 ? 0 : (int)next_status;
         if ((e->lowat_busy > 0 || !can_read) && timeout > BUSY_POLL_MS) {
             timeout = BUSY_POLL_MS;
@@ -847,6 +936,189 @@ static int stream(struct engine *e, struct pgcdc_err *err)
     }
 }
 
+/* ---- operations: metrics, health, reload, systemd ---- */
+
+#define STORE(field, v) atomic_store_explicit(&e->m->field, (v), memory_order_relaxed)
+
+/* Copy the source thread's state into the metrics (once per loop: a few plain stores). */
+static void mirror_metrics(struct engine *e)
+{
+    int64_t now = mono_ms();
+    if (e->blocked && e->last_iter_ms > 0) {
+        STORE(backpressure_ms, atomic_load_explicit(&e->m->backpressure_ms, memory_order_relaxed) +
+                                   (uint64_t)(now - e->last_iter_ms));
+    }
+    e->last_iter_ms = now;
+    STORE(received_lsn, e->received_lsn);
+    STORE(flushed_lsn, e->flush_lsn);
+    STORE(server_wal_end, e->server_wal_end);
+    STORE(buffer_bytes, pgcdc_pipeline_held_bytes(e->pipe));
+    STORE(buffer_events, pgcdc_pipeline_held_events(e->pipe));
+    STORE(idle, e->npend == 0 && !e->in_txn && pgcdc_pipeline_idle(e->pipe));
+    STORE(last_flushed_commit_us, pgcdc_pipeline_flushed_commit_ts(e->pipe));
+    /* The loop runs at least every status interval; three missed turns is a hang. */
+    STORE(alive_until_ms, now + 3 * e->status_interval_ms + 5000);
+    if (e->sd_watchdog_ms > 0 && now >= e->next_sd_watchdog) {
+        pgcdc_sd_notify("WATCHDOG=1");
+        e->next_sd_watchdog = now + e->sd_watchdog_ms / 2;
+    }
+}
+
+/* About to block outside the loop (connect, backoff) for up to `ms`: still alive. */
+static void alive_for(struct engine *e, int64_t ms)
+{
+    STORE(alive_until_ms, mono_ms() + ms + 15000);
+}
+
+static int http_handler(void *ctx, const char *method, const char *path, const char *body,
+                        size_t body_len, struct pgcdc_buf *out, const char **type)
+{
+    struct engine *e = ctx;
+    (void)body, (void)body_len;
+    if (strcmp(method, "GET") != 0 && strcmp(method, "HEAD") != 0) {
+        pgcdc_buf_puts(out, "method not allowed\n");
+        return 405;
+    }
+    if (strcmp(path, "/metrics") == 0) {
+        *type = "text/plain; version=0.0.4; charset=utf-8";
+        if (pgcdc_metrics_render(e->m, out) != 0 ||
+            pgcdc_pipeline_render_metrics(e->pipe, out) != 0) {
+            pgcdc_buf_reset(out);
+            pgcdc_buf_puts(out, "out of memory\n");
+            return 500;
+        }
+        return 200;
+    }
+    if (strcmp(path, "/healthz") == 0) {
+        int64_t until = atomic_load_explicit(&e->m->alive_until_ms, memory_order_relaxed);
+        if (until != 0 && mono_ms() > until) {
+            pgcdc_buf_printf(out, "stalled: the main loop has not run for %lld ms\n",
+                             (long long)(mono_ms() - until));
+            return 503;
+        }
+        pgcdc_buf_puts(out, "ok\n");
+        return 200;
+    }
+    if (strcmp(path, "/readyz") == 0) {
+        char why[160];
+        if (atomic_load(&e->draining)) {
+            pgcdc_buf_puts(out, "not ready: shutting down\n");
+            return 503;
+        }
+        if (!atomic_load_explicit(&e->m->streaming, memory_order_relaxed)) {
+            pgcdc_buf_puts(out,
+                           "not ready: not streaming from the slot (connecting to Postgres)\n");
+            return 503;
+        }
+        if (!pgcdc_pipeline_ready(e->pipe, why, sizeof why)) {
+            pgcdc_buf_printf(out, "not ready: %s\n", why);
+            return 503;
+        }
+        pgcdc_buf_puts(out, "ready\n");
+        return 200;
+    }
+    pgcdc_buf_puts(out, "not found: try /metrics, /healthz or /readyz\n");
+    return 404;
+}
+
+static int str_eq(const char *a, const char *b)
+{
+    return (a == NULL || b == NULL) ? a == b : strcmp(a, b) == 0;
+}
+
+static void apply_log_settings(const struct pgcdc_config *cfg)
+{
+    const char *level = log_level_override ? log_level_override : cfg->log.level;
+    const char *format = log_format_override ? log_format_override : cfg->log.format;
+    int lvl = level ? pgcdc_log_level_from_name(level) : PGCDC_LOG_INFO;
+    int fmt = format ? pgcdc_log_format_from_name(format) : PGCDC_LOGFMT_AUTO;
+    pgcdc_log_setup(lvl < 0 ? PGCDC_LOG_INFO : lvl, fmt < 0 ? PGCDC_LOGFMT_AUTO : fmt);
+}
+
+/*
+ * SIGHUP: read the file again. Reloadable: log level and format, each sink's batch sizes,
+ * linger, retries, rate limits and call_timeout, and pipeline.shutdown_timeout. Anything else
+ * that changed is named in the log as needing a restart, and keeps its running value. An
+ * invalid file changes nothing.
+ */
+static void reload(struct engine *e)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    pgcdc_sd_notifyf("RELOADING=1\nMONOTONIC_USEC=%llu",
+                     (unsigned long long)ts.tv_sec * 1000000ull +
+                         (unsigned long long)ts.tv_nsec / 1000);
+    struct pgcdc_config *n = NULL;
+    struct pgcdc_err err = {0};
+    if (pgcdc_config_load(e->cfg->filename, &n, &err) != 0) {
+        pgcdc_log(PGCDC_LOG_ERROR, "reload", "%s; keeping the running configuration", err.msg);
+        pgcdc_sd_notify("READY=1\nSTATUS=reload failed: the file is invalid; running as before");
+        return;
+    }
+    const struct pgcdc_config *o = e->cfg;
+    static const char *const structural[] = {"source", "checkpoint", "http", "dlq", NULL};
+    int restart = 0;
+    for (size_t i = 0; structural[i] != NULL; i++) {
+        if (!pgcdc_config_node_equal(pgcdc_config_section(o, structural[i]),
+                                     pgcdc_config_section(n, structural[i]), NULL)) {
+            pgcdc_log(PGCDC_LOG_WARN, "reload", "%s: changed; restart pgcdc to apply it",
+                      structural[i]);
+            restart++;
+        }
+    }
+    if (n->pipeline.buffer_bytes != o->pipeline.buffer_bytes ||
+        n->pipeline.max_events != o->pipeline.max_events) {
+        pgcdc_log(PGCDC_LOG_WARN, "reload",
+                  "pipeline.buffer_bytes / max_events: changed; restart pgcdc to apply them");
+        restart++;
+    }
+    /* Sinks: the same names, types and plugin settings, or a restart is needed; their common
+     * reloadable settings are applied either way. */
+    size_t applied = 0;
+    size_t nsinks = e->cfg->nsinks;
+    for (size_t i = 0; i < n->nsinks; i++) {
+        const struct pgcdc_sink_config *ns = &n->sinks[i];
+        const struct pgcdc_sink_config *os = NULL;
+        for (size_t j = 0; j < nsinks && os == NULL; j++) {
+            if (strcmp(e->cfg->sinks[j].name, ns->name) == 0) {
+                os = &e->cfg->sinks[j];
+            }
+        }
+        if (os == NULL) {
+            pgcdc_log(PGCDC_LOG_WARN, "reload", "sink %s: new; restart pgcdc to add it", ns->name);
+            restart++;
+            continue;
+        }
+        if (!str_eq(os->type, ns->type) || !str_eq(os->load, ns->load) ||
+            os->best_effort != ns->best_effort || !str_eq(os->on_poison, ns->on_poison) ||
+            os->max_inflight_batches != ns->max_inflight_batches ||
+            !pgcdc_config_node_equal(os->node, ns->node, pgcdc_sink_common_keys)) {
+            pgcdc_log(PGCDC_LOG_WARN, "reload",
+                      "sink %s: its type, plugin settings, best_effort, on_poison or "
+                      "max_inflight_batches changed; restart pgcdc to apply them",
+                      ns->name);
+            restart++;
+        }
+        if (pgcdc_pipeline_reconfigure(e->pipe, ns) == 0) {
+            applied++;
+        }
+    }
+    if (n->nsinks < nsinks) {
+        pgcdc_log(PGCDC_LOG_WARN, "reload", "a sink was removed; restart pgcdc to remove it");
+        restart++;
+    }
+    e->cfg->pipeline.shutdown_timeout_ms = n->pipeline.shutdown_timeout_ms;
+    apply_log_settings(n);
+    pgcdc_log(PGCDC_LOG_INFO, "reload",
+              "reloaded %s: log level %s, format %s, %zu sink(s) reconfigured%s", n->filename,
+              log_level_override ? log_level_override : n->log.level,
+              log_format_override ? log_format_override : n->log.format, applied,
+              restart ? "; some changes need a restart (see above)" : "");
+    pgcdc_config_free(n);
+    pgcdc_sd_notifyf("READY=1\nSTATUS=streaming (reloaded%s)",
+                     restart ? "; some changes need a restart" : "");
+}
+
 /* ---- connecting ---- */
 
 /*
@@ -886,10 +1158,15 @@ static void set_timeouts(struct engine *e)
 static int connect_and_start(struct engine *e, struct pgcdc_err *err)
 {
     const struct pgcdc_source_config *sc = &e->cfg->source;
+    if (e->connects++ > 0) {
+        atomic_fetch_add_explicit(&e->m->reconnects, 1, memory_order_relaxed);
+    }
+    alive_for(e, 30000); /* connect_timeout, then the slot queries */
     int rc = pgcdc_pg_connect(sc->dsn, 1, &e->conn, err);
     if (rc != 0) {
         return rc;
     }
+    STORE(connected, 1);
     if ((rc = pgcdc_pg_identify(e->conn, &e->sys, err)) != 0) {
         return rc;
     }
@@ -1030,11 +1307,16 @@ static int connect_and_start(struct engine *e, struct pgcdc_err *err)
               PGCDC_LSN_ARGS(start_lsn), e->cfg->source.publication);
     e->last_status_ms = mono_ms();
     e->last_recv_ms = mono_ms();
+    STORE(streaming, 1);
+    pgcdc_sd_notifyf("%sSTATUS=streaming from slot %s", e->sd_ready ? "" : "READY=1\n", e->slot);
+    e->sd_ready = 1;
     return 0;
 }
 
 static void disconnect(struct engine *e)
 {
+    STORE(streaming, 0);
+    STORE(connected, 0);
     if (e->conn != NULL) {
         PQfinish(e->conn);
         e->conn = NULL;
@@ -1077,6 +1359,28 @@ static int exit_code_for(int rc)
     }
 }
 
+/* Sleep before reconnecting; a stop signal ends it early, a reload is done meanwhile. */
+static void backoff_sleep(struct engine *e, int64_t ms)
+{
+    int64_t until = mono_ms() + ms;
+    while (stop_signals == 0) {
+        int64_t left = until - mono_ms();
+        if (left <= 0) {
+            break;
+        }
+        struct pollfd pfd = {.fd = signal_pipe[0], .events = POLLIN};
+        if (poll(&pfd, signal_pipe[0] >= 0 ? 1 : 0, (int)left) > 0) {
+            char c[16];
+            ssize_t r = read(signal_pipe[0], c, sizeof c);
+            (void)r;
+        }
+        if (reload_signals != e->reloads_seen) {
+            e->reloads_seen = reload_signals;
+            reload(e);
+        }
+    }
+}
+
 static int run_loop(struct engine *e)
 {
     unsigned attempt = 0;
@@ -1107,7 +1411,9 @@ static int run_loop(struct engine *e)
         int64_t wait = jittered_backoff(&e->cfg->source, attempt++);
         pgcdc_log(PGCDC_LOG_WARN, e->component, "%s; reconnecting in %lld ms",
                   err.msg[0] ? err.msg : pgcdc_strerror(rc), (long long)wait);
-        sleep_ms(wait);
+        pgcdc_sd_notifyf("STATUS=reconnecting to Postgres in %lld ms", (long long)wait);
+        alive_for(e, wait);
+        backoff_sleep(e, wait);
         if (stop_signals > 0) {
             return PGCDC_EXIT_OK;
         }
@@ -1123,6 +1429,14 @@ int pgcdc_engine_run(struct pgcdc_config *cfg, int mode)
     e.component = "source";
     e.slot = cfg->source.slot;
     pgcdc_buf_init(&e.pend_buf);
+    e.m = malloc(sizeof *e.m);
+    if (e.m == NULL) {
+        pgcdc_log(PGCDC_LOG_ERROR, "engine", "out of memory");
+        return PGCDC_EXIT_RETRYABLE;
+    }
+    pgcdc_metrics_init(e.m);
+    e.status_interval_ms = cfg->source.status_interval_ms;
+    e.sd_watchdog_ms = pgcdc_sd_watchdog_ms();
     int code = PGCDC_EXIT_RETRYABLE;
     struct pgcdc_err err = {0};
     char tail_slot[64];
@@ -1178,10 +1492,32 @@ int pgcdc_engine_run(struct pgcdc_config *cfg, int mode)
         code = PGCDC_EXIT_CONFIG;
         goto out;
     }
-    if (cfg->http.listen != NULL) {
-        pgcdc_log(PGCDC_LOG_WARN, "engine",
-                  "http.listen is set, but /metrics and health endpoints are not served by this "
-                  "version; ignoring it");
+    atomic_store(&e.m->buffer_limit_bytes, (uint64_t)cfg->pipeline.buffer_bytes);
+    {
+        uint64_t slots = 16;
+        while (slots < (uint64_t)cfg->pipeline.max_events) {
+            slots <<= 1;
+        }
+        atomic_store(&e.m->buffer_limit_events, slots);
+    }
+    if (cfg->http.listen != NULL && mode == PGCDC_MODE_RUN) {
+        if (pgcdc_http_start(cfg->http.listen, http_handler, &e, &e.http, &err) != 0) {
+            pgcdc_log(PGCDC_LOG_ERROR, "engine", "%s", err.msg);
+            code = err.rc == PGCDC_ECONFIG ? PGCDC_EXIT_CONFIG : PGCDC_EXIT_RETRYABLE;
+            goto out;
+        }
+        pgcdc_log(PGCDC_LOG_INFO, "engine", "serving /metrics, /healthz and /readyz on http://%s",
+                  pgcdc_http_address(e.http));
+    }
+    if (mode == PGCDC_MODE_RUN &&
+        (cfg->source.heartbeat_interval_ms > 0 ||
+         (cfg->source.slot_poll_interval_ms > 0 && cfg->http.listen != NULL))) {
+        if (pgcdc_monitor_start(cfg->source.dsn, e.slot,
+                                cfg->http.listen != NULL ? cfg->source.slot_poll_interval_ms : 0,
+                                cfg->source.heartbeat_interval_ms, e.m, &e.mon, &err) != 0) {
+            pgcdc_log(PGCDC_LOG_ERROR, "engine", "%s", err.msg);
+            goto out;
+        }
     }
     if (mode == PGCDC_MODE_RUN) {
         int found = 0;
@@ -1213,6 +1549,7 @@ int pgcdc_engine_run(struct pgcdc_config *cfg, int mode)
     code = run_loop(&e);
 
 out:
+    pgcdc_monitor_stop(e.mon);
     if (e.pipe != NULL &&
         pgcdc_pipeline_stop(e.pipe, (int)cfg->pipeline.shutdown_timeout_ms) != 0) {
         /* A sink is stuck inside deliver: its thread may still touch everything, so exit
@@ -1223,6 +1560,7 @@ out:
     if (e.conn != NULL) {
         PQfinish(e.conn);
     }
+    pgcdc_http_stop(e.http); /* before the pipeline it reads goes */
     pgcdc_pipeline_free(e.pipe);
     for (size_t i = 0; i < e.nsinks; i++) {
         free(e.config_blocks[i]);
@@ -1236,6 +1574,7 @@ out:
     free(e.msg);
     free(e.pend);
     pgcdc_buf_fini(&e.pend_buf);
+    free(e.m);
     cfg->sinks = cfg_sinks; /* the caller's config no longer points at stdout_sink */
     cfg->nsinks = cfg_nsinks;
     return code;
@@ -1551,7 +1890,11 @@ int pgcdc_engine_check(struct pgcdc_config *cfg)
                           "current_setting('max_replication_slots')::int, "
                           "current_setting('max_wal_senders')::int, "
                           "(SELECT rolreplication OR rolsuper FROM pg_catalog.pg_roles WHERE "
-                          "rolname = current_user), current_database()");
+                          "rolname = current_user), current_database(), "
+                          "current_setting('max_slot_wal_keep_size'), "
+                          "pg_catalog.has_function_privilege("
+                          "'pg_catalog.pg_logical_emit_message(boolean,text,text)', 'EXECUTE'), "
+                          "current_setting('wal_sender_timeout')");
     char dbname[64] = "";
     if (res != NULL) {
         const char *wal = PQgetvalue(res, 0, 0);
@@ -1565,6 +1908,23 @@ int pgcdc_engine_check(struct pgcdc_config *cfg)
         report(&r, repl ? 0 : 2, "role %s %s the REPLICATION attribute", PQuser(conn),
                repl ? "has" : "lacks");
         snprintf(dbname, sizeof dbname, "%s", PQgetvalue(res, 0, 4));
+        const char *keep = PQgetvalue(res, 0, 5);
+        int unlimited = strcmp(keep, "-1") == 0;
+        report(&r, unlimited ? 1 : 0, "max_slot_wal_keep_size = %s%s", keep,
+               unlimited ? " (a stalled consumer's slot can fill the server's disk; set a limit "
+                           "so the slot is invalidated instead, see docs/operations.md)"
+                         : "");
+        report(&r, 0, "wal_sender_timeout = %s", PQgetvalue(res, 0, 7));
+        if (sc->heartbeat_interval_ms > 0) {
+            int hb = PQgetvalue(res, 0, 6)[0] == 't';
+            report(&r, hb ? 0 : 2,
+                   "heartbeats every %lld ms: role %s %s EXECUTE on "
+                   "pg_logical_emit_message%s",
+                   (long long)sc->heartbeat_interval_ms, PQuser(conn), hb ? "has" : "lacks",
+                   hb ? ""
+                      : " (GRANT EXECUTE ON FUNCTION pg_logical_emit_message(boolean, "
+                        "text, text) TO ...; or set heartbeat_interval: 0)");
+        }
         PQclear(res);
     }
 

@@ -28,8 +28,13 @@ int pgcdc_engine_run(struct pgcdc_config *cfg, int mode);
 /* Preflight (`pgcdc check`): prints a report to stdout; returns an enum pgcdc_exit. */
 int pgcdc_engine_check(struct pgcdc_config *cfg);
 
-/* Install the signal handlers (SIGTERM/SIGINT drain, second one exits, SIGPIPE ignored). */
+/* Install the signal handlers (SIGTERM/SIGINT drain, second one exits, SIGHUP reloads,
+ * SIGPIPE ignored). */
 void pgcdc_engine_signals(void);
+
+/* --log-level / --log-format given on the command line (NULL: not given): they win over the
+ * config file, also when SIGHUP reloads it. */
+void pgcdc_engine_log_override(const char *level, const char *format);
 
 /* Where `type: NAME` finds libpgcdc_sink_NAME.so: $PGCDC_PLUGIN_DIR, else the installed one. */
 const char *pgcdc_plugin_dir(void);
@@ -60,5 +65,9 @@ int pgcdc_dlq_replay(struct pgcdc_config *cfg, size_t sink_index);
 
 /* `pgcdc dlq list [SINK]` / `pgcdc dlq show SINK [N]` (read-only); returns the exit code. */
 int pgcdc_dlq_cli(struct pgcdc_config *cfg, const char *verb, const char *sink, const char *nth);
+
+/* `pgcdc slot status` / `pgcdc slot drop SLOT` (the configured slot); returns the exit code:
+ * 0, 3 (missing or lost), 1 (Postgres unreachable, or the slot is in use), 2 (usage). */
+int pgcdc_slot_cli(struct pgcdc_config *cfg, const char *verb, const char *arg);
 
 #endif

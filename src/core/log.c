@@ -2,13 +2,16 @@
 /*
  * log.c - stderr logging, text or JSON lines (see log.h).
  *
- * Repeated identical messages (same level, component and text) within 10 seconds are
- * suppressed and counted, so a dead downstream does not flood the log; the count is
- * reported with the next line that gets through.
+ * Rate limit: at most 5 lines per 10 seconds from one call site (the same format string,
+ * component and level), so a dead downstream that fails every batch, or a reconnect loop, does
+ * not flood the log even when each line differs (a delay, a count). What is held back is
+ * counted and reported with the next line from that site. debug and trace are not limited:
+ * whoever turns them on wants every line.
  */
 #include "core/log.h"
 
 #include <pthread.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <string.h>
 #include <strings.h>
@@ -19,11 +22,62 @@ static int log_level = PGCDC_LOG_INFO;
 static int log_format = PGCDC_LOGFMT_TEXT;
 static pthread_mutex_t log_mu = PTHREAD_MUTEX_INITIALIZER;
 
-/* Last line, for duplicate suppression. */
-static char last_line[512];
-static int last_level = -1;
-static time_t last_time;
-static unsigned long suppressed;
+#define RL_SITES  64
+#define RL_WINDOW 10 /* seconds */
+#define RL_BURST  5
+
+static struct rl_site {
+    const char *fmt;
+    uint32_t component; /* hash */
+    int level;
+    time_t start;
+    unsigned n;
+    unsigned long dropped;
+} rl_sites[RL_SITES];
+
+static uint32_t hash_str(const char *s)
+{
+    uint32_t h = 2166136261u;
+    for (; *s; s++) {
+        h = (h ^ (uint8_t)*s) * 16777619u;
+    }
+    return h;
+}
+
+/* Under log_mu: 1 if this line may be written, with *dropped the lines held back before it. */
+static int rl_admit(const char *fmt, uint32_t ch, int level, time_t now, unsigned long *dropped)
+{
+    *dropped = 0;
+    if (level > PGCDC_LOG_INFO) {
+        return 1;
+    }
+    struct rl_site *site = NULL, *oldest = &rl_sites[0];
+    for (size_t i = 0; i < RL_SITES && site == NULL; i++) {
+        struct rl_site *r = &rl_sites[i];
+        if (r->fmt == fmt && r->component == ch && r->level == level) {
+            site = r;
+        }
+        else if (r->start < oldest->start) {
+            oldest = r;
+        }
+    }
+    if (site == NULL) {
+        site = oldest; /* a new site takes the stalest slot (its unreported count is lost) */
+        *site = (struct rl_site){.fmt = fmt, .component = ch, .level = level, .start = now};
+    }
+    if (now - site->start >= RL_WINDOW) {
+        *dropped = site->dropped;
+        site->start = now;
+        site->n = 0;
+        site->dropped = 0;
+    }
+    if (site->n >= RL_BURST) {
+        site->dropped++;
+        return 0;
+    }
+    site->n++;
+    return 1;
+}
 
 static const char *const level_names[] = {"error", "warn", "info", "debug", "trace"};
 
@@ -95,31 +149,29 @@ void pgcdc_vlog(int level, const char *component, const char *fmt, va_list ap)
     if (level > 4) {
         level = 4;
     }
-    char msg[1024];
-    vsnprintf(msg, sizeof msg, fmt, ap);
-
     struct timespec ts;
     clock_gettime(CLOCK_REALTIME, &ts);
+    char msg[1024];
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    struct timespec mono;
+    clock_gettime(CLOCK_MONOTONIC, &mono);
+    unsigned long dropped;
+    /* A bare "%s" is many call sites in one (pgcdc_log(..., "%s", err.msg)): tell them apart
+     * by their text. */
+    uint32_t site = hash_str(component) ^ (strcmp(fmt, "%s") == 0 ? hash_str(msg) * 31u : 0);
+    pthread_mutex_lock(&log_mu);
+    int admit = rl_admit(fmt, site, level, mono.tv_sec, &dropped);
+    pthread_mutex_unlock(&log_mu);
+    if (!admit) {
+        return;
+    }
+
     struct tm tm;
     gmtime_r(&ts.tv_sec, &tm);
     char when[64];
     snprintf(when, sizeof when, "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ", tm.tm_year + 1900,
              tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec,
              (int)(ts.tv_nsec / 1000000));
-
-    pthread_mutex_lock(&log_mu);
-    if (level == last_level && ts.tv_sec - last_time < 10 &&
-        strncmp(last_line, msg, sizeof last_line - 1) == 0) {
-        suppressed++;
-        pthread_mutex_unlock(&log_mu);
-        return;
-    }
-    unsigned long dropped = suppressed;
-    suppressed = 0;
-    last_level = level;
-    last_time = ts.tv_sec;
-    memcpy(last_line, msg, sizeof last_line - 1);
-    last_line[sizeof last_line - 1] = '\0';
 
     char line[2048];
     size_t n;
@@ -140,8 +192,8 @@ void pgcdc_vlog(int level, const char *component, const char *fmt, va_list ap)
         n = (size_t)snprintf(line, sizeof line, "%s %-5s [%s] %s", when, level_names[level],
                              component, msg);
         if (dropped > 0 && n < sizeof line) {
-            n += (size_t)snprintf(line + n, sizeof line - n,
-                                  " (previous message repeated %lu more times)", dropped);
+            n += (size_t)snprintf(line + n, sizeof line - n, " (%lu similar messages suppressed)",
+                                  dropped);
         }
         if (n < sizeof line) {
             n += (size_t)snprintf(line + n, sizeof line - n, "\n");
@@ -151,9 +203,8 @@ void pgcdc_vlog(int level, const char *component, const char *fmt, va_list ap)
         n = sizeof line - 1;
         line[n - 1] = '\n';
     }
-    ssize_t w = write(STDERR_FILENO, line, n);
+    ssize_t w = write(STDERR_FILENO, line, n); /* one write: lines never interleave */
     (void)w;
-    pthread_mutex_unlock(&log_mu);
 }
 
 void pgcdc_log(int level, const char *component, const char *fmt, ...)

@@ -46,6 +46,7 @@
 #include "core/err.h"
 #include "core/failpoint.h"
 #include "core/log.h"
+#include "core/metrics.h"
 #include "core/ratelimit.h"
 #include "core/retry.h"
 
@@ -67,6 +68,7 @@ struct slot {
 
 struct txn {
     uint64_t commit_lsn;
+    int64_t commit_ts_us; /* for pgcdc_pipeline_flushed_commit_ts */
     uint64_t end_lsn;
     uint64_t end_seq; /* one past the seq of its last event */
     int committed;
@@ -75,6 +77,7 @@ struct txn {
 struct batch {
     uint64_t id;
     int64_t started_ms; /* when it was delivered (the call_timeout watchdog) */
+    int64_t started_us; /* the same, finer (pgcdc_sink_batch_duration_seconds) */
     uint32_t count;
     uint32_t outstanding; /* events without a terminal-or-retry ack */
     int active;
@@ -94,7 +97,8 @@ struct pgcdc_sink {
     char component[80];
 
     int64_t batch_events, batch_bytes, linger_ms, max_inflight;
-    int best_effort; /* sheds instead of holding the log (shed_best_effort) */
+    int64_t batch_cap; /* the batch arrays' size: batch_events can be reloaded up to it */
+    int best_effort;   /* sheds instead of holding the log (shed_best_effort) */
     int64_t call_timeout_ms;
     struct pgcdc_retry_policy policy;
     uint64_t rng;                            /* jitter */
@@ -132,6 +136,15 @@ struct pgcdc_sink {
         atomic_uint_fast64_t value;
     } counters[MAX_COUNTERS];
     atomic_int ncounters;
+
+    /* For /metrics: relaxed atomics, written by whoever acks, read by the HTTP thread. */
+    struct {
+        atomic_uint_fast64_t ok, dlq, shed;                                /* results */
+        atomic_uint_fast64_t refused, unavailable, poison, fatal, timeout; /* errors */
+        atomic_uint_fast64_t outages; /* times it went from healthy to unavailable */
+        atomic_int_fast64_t inflight; /* events handed to the sink, not acked yet */
+        struct pgcdc_hist batch;      /* deliver -> last ack */
+    } m;
 };
 
 struct pgcdc_pipeline {
@@ -149,6 +162,7 @@ struct pgcdc_pipeline {
     size_t ntxns_cap, txn_head, txn_len; /* ring; the open txn, if any, is the last */
     int txn_is_open;
     uint64_t flushable;
+    int64_t flushable_ts_us; /* commit time of the transaction that set flushable */
 
     struct pgcdc_sink **lanes;
     size_t nlanes;
@@ -233,11 +247,16 @@ static size_t round_pow2(size_t n)
     return r;
 }
 
-static int64_t mono_ms(void)
+static int64_t mono_us(void)
 {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+    return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+}
+
+static int64_t mono_ms(void)
+{
+    return mono_us() / 1000;
 }
 
 /* Sink unavailable: lane-wide backoff from retry_min, never exhausted. */
@@ -309,6 +328,7 @@ int pgcdc_pipeline_add_sink(struct pgcdc_pipeline *p, const struct pgcdc_sink_pl
     s->batch_bytes = sc->batch_bytes;
     s->linger_ms = sc->linger_ms;
     s->max_inflight = sc->max_inflight_batches;
+    s->batch_cap = sc->batch_events;
     s->best_effort = sc->best_effort;
     s->call_timeout_ms = sc->call_timeout_ms;
     p->has_best_effort |= sc->best_effort;
@@ -354,8 +374,8 @@ int pgcdc_pipeline_add_sink(struct pgcdc_pipeline *p, const struct pgcdc_sink_pl
         }
     }
     for (int64_t i = 0; i < s->max_inflight; i++) {
-        s->batches[i].seqs = calloc((size_t)s->batch_events, sizeof(uint64_t));
-        s->batches[i].evs = calloc((size_t)s->batch_events, sizeof(void *));
+        s->batches[i].seqs = calloc((size_t)s->batch_cap, sizeof(uint64_t));
+        s->batches[i].evs = calloc((size_t)s->batch_cap, sizeof(void *));
         if (s->batches[i].seqs == NULL || s->batches[i].evs == NULL) {
             return pgcdc_err_set(err, PGCDC_ENOMEM, "out of memory");
         }
@@ -619,7 +639,9 @@ static void lane_run(struct pgcdc_sink *s)
         }
         lingering = 0;
         b->id = s->next_batch_id++; /* free_batch chose the slot of exactly this id */
-        b->started_ms = mono_ms();
+        b->started_us = mono_us();
+        b->started_ms = b->started_us / 1000;
+        atomic_fetch_add_explicit(&s->m.inflight, n, memory_order_relaxed);
         b->count = n;
         b->outstanding = n;
         b->active = 1;
@@ -665,10 +687,17 @@ static void lane_run(struct pgcdc_sink *s)
                 pgcdc_log(PGCDC_LOG_WARN, s->component, "%d event(s) dead-lettered to %s", dead,
                           pgcdc_dlq_path(s->dlq));
                 host_count(s, "dead_lettered", (uint64_t)dead);
+                atomic_fetch_add_explicit(&s->m.dlq, (uint64_t)dead, memory_order_relaxed);
+                atomic_fetch_add_explicit(&s->m.poison, (uint64_t)dead, memory_order_relaxed);
                 wake_source_released(p);
             }
             b->active = 0;
             s->inflight_batches--;
+            atomic_fetch_sub_explicit(&s->m.inflight, n, memory_order_relaxed);
+            atomic_fetch_add_explicit(&s->m.unavailable, n, memory_order_relaxed);
+            if (s->retry_attempt == 0) {
+                atomic_fetch_add_explicit(&s->m.outages, 1, memory_order_relaxed);
+            }
             int64_t wait = unavail_backoff_ms(s, s->retry_attempt++);
             now_plus_ms(&s->retry_at, wait);
             pgcdc_log(PGCDC_LOG_WARN, s->component,
@@ -763,7 +792,7 @@ static void host_ack(struct pgcdc_sink *s, uint64_t batch_id, size_t first, size
     if (status == PGCDC_ACK_UNAVAILABLE && s->best_effort) {
         status = PGCDC_ACK_RETRY; /* best_effort: an outage counts attempts, then sheds */
     }
-    int released = 0, retried = 0, unavailable = 0, dead = 0;
+    int released = 0, retried = 0, unavailable = 0, dead = 0, oks = 0, poisoned = 0, fatal = 0;
     unsigned most_tries = 0;
     char why[320];
     pthread_mutex_lock(&s->mu);
@@ -790,6 +819,7 @@ static void host_ack(struct pgcdc_sink *s, uint64_t batch_id, size_t first, size
             *st = EV_DONE;
             atomic_fetch_sub(&sl->remaining, 1);
             released++;
+            oks++;
             break;
         case PGCDC_ACK_RETRY: {
             unsigned tries = s->tries[seq & p->mask];
@@ -797,6 +827,7 @@ static void host_ack(struct pgcdc_sink *s, uint64_t batch_id, size_t first, size
                 snprintf(why, sizeof why, "gave up after %u attempts: %s", tries,
                          reason ? reason : "retry");
                 dead += poison(s, seq, why);
+                poisoned++;
                 break;
             }
             *st = EV_RETRY;
@@ -815,8 +846,10 @@ static void host_ack(struct pgcdc_sink *s, uint64_t batch_id, size_t first, size
         }
         case PGCDC_ACK_DROP:
             dead += poison(s, seq, reason ? reason : "dropped");
+            poisoned++;
             break;
         case PGCDC_ACK_FATAL:
+            fatal++;
             *st = EV_DONE;
             set_failed(p, PGCDC_EIO, "sink %s failed: %s", s->name, reason ? reason : "fatal");
             break;
@@ -843,6 +876,9 @@ static void host_ack(struct pgcdc_sink *s, uint64_t batch_id, size_t first, size
         int pending =
             s->retry_len > (size_t)(retried + unavailable) && ts_before(&now, &s->retry_at);
         if (!pending) {
+            if (s->retry_attempt == 0) {
+                atomic_fetch_add_explicit(&s->m.outages, 1, memory_order_relaxed);
+            }
             int64_t wait = unavail_backoff_ms(s, s->retry_attempt++);
             now_plus_ms(&s->retry_at, wait);
             pgcdc_log(PGCDC_LOG_WARN, s->component, "%d events to retry in %lld ms: %s",
@@ -875,7 +911,15 @@ static void host_ack(struct pgcdc_sink *s, uint64_t batch_id, size_t first, size
     /* The lane waits for a free batch slot or a retry to collect; no other ack concerns it
      * (signalling on every ack woke an idle lane thread once per event). */
     int wake_lane = retried > 0 || unavailable > 0;
+    atomic_fetch_add_explicit(&s->m.ok, (uint64_t)oks, memory_order_relaxed);
+    atomic_fetch_add_explicit(&s->m.dlq, (uint64_t)dead, memory_order_relaxed);
+    atomic_fetch_add_explicit(&s->m.refused, (uint64_t)retried, memory_order_relaxed);
+    atomic_fetch_add_explicit(&s->m.unavailable, (uint64_t)unavailable, memory_order_relaxed);
+    atomic_fetch_add_explicit(&s->m.poison, (uint64_t)poisoned, memory_order_relaxed);
+    atomic_fetch_add_explicit(&s->m.fatal, (uint64_t)fatal, memory_order_relaxed);
+    atomic_fetch_sub_explicit(&s->m.inflight, (int64_t)n, memory_order_relaxed);
     if (b->outstanding == 0) {
+        pgcdc_hist_observe_us(&s->m.batch, (uint64_t)(mono_us() - b->started_us));
         b->active = 0;
         s->inflight_batches--;
         wake_lane = 1;
@@ -1028,6 +1072,7 @@ int pgcdc_pipeline_begin_txn(struct pgcdc_pipeline *p, uint64_t commit_lsn)
     }
     struct txn *t = &p->txns[(p->txn_head + p->txn_len) % p->ntxns_cap];
     t->commit_lsn = commit_lsn;
+    t->commit_ts_us = 0;
     t->end_lsn = 0;
     t->end_seq = 0;
     t->committed = 0;
@@ -1059,6 +1104,18 @@ void pgcdc_pipeline_abort_txn(struct pgcdc_pipeline *p)
 int pgcdc_pipeline_txn_open(const struct pgcdc_pipeline *p)
 {
     return p->txn_is_open;
+}
+
+void pgcdc_pipeline_txn_time(struct pgcdc_pipeline *p, int64_t commit_ts_us)
+{
+    if (p->txn_is_open) {
+        p->txns[(p->txn_head + p->txn_len - 1) % p->ntxns_cap].commit_ts_us = commit_ts_us;
+    }
+}
+
+int64_t pgcdc_pipeline_flushed_commit_ts(const struct pgcdc_pipeline *p)
+{
+    return p->flushable_ts_us;
 }
 
 /* Release acked events from the tail (source thread). */
@@ -1150,6 +1207,7 @@ static size_t shed_best_effort(struct pgcdc_pipeline *p)
                       pgcdc_dlq_path(s->dlq));
             host_count(s, "shed", shed);
             host_count(s, "dead_lettered", shed);
+            atomic_fetch_add_explicit(&s->m.shed, shed, memory_order_relaxed);
         }
         total += shed;
     }
@@ -1247,6 +1305,7 @@ uint64_t pgcdc_pipeline_advance(struct pgcdc_pipeline *p)
         }
         if (t->end_lsn > p->flushable) {
             p->flushable = t->end_lsn;
+            p->flushable_ts_us = t->commit_ts_us;
         }
         p->txn_head = (p->txn_head + 1) % p->ntxns_cap;
         p->txn_len--;
@@ -1277,6 +1336,7 @@ int pgcdc_pipeline_watchdog(struct pgcdc_pipeline *p)
             pthread_mutex_lock(&s->mu);
             s->stuck = 1;
             pthread_mutex_unlock(&s->mu);
+            atomic_fetch_add_explicit(&s->m.timeout, 1, memory_order_relaxed);
             set_failed(p, PGCDC_EIO,
                        "sink %s is stuck: batch %llu has had no ack for %lld ms (call_timeout "
                        "%lld ms); stopping so that a restart delivers it again",
@@ -1455,4 +1515,182 @@ void pgcdc_pipeline_free(struct pgcdc_pipeline *p)
     pgcdc_dlq_mirror_close(p->mirror); /* after every store that published to it */
     pthread_mutex_destroy(&p->fail_mu);
     free(p);
+}
+
+/* ---- operations: metrics, readiness, reload ---- */
+
+#define LOADM(x) atomic_load_explicit(&(x), memory_order_relaxed)
+
+struct lane_view {
+    int started, degraded;
+    uint64_t dlq_records, dlq_bytes;
+};
+
+static void lane_view(struct pgcdc_sink *s, struct lane_view *v)
+{
+    pthread_mutex_lock(&s->mu);
+    v->started = s->started && !s->stopped;
+    v->degraded = s->retry_attempt > 0;
+    v->dlq_records = v->dlq_bytes = 0;
+    if (s->dlq != NULL) {
+        pgcdc_dlq_size(s->dlq, &v->dlq_records, &v->dlq_bytes);
+    }
+    pthread_mutex_unlock(&s->mu);
+}
+
+int pgcdc_pipeline_render_metrics(struct pgcdc_pipeline *p, struct pgcdc_buf *b)
+{
+    struct lane_view *views = calloc(p->nlanes ? p->nlanes : 1, sizeof *views);
+    if (views == NULL) {
+        return PGCDC_ENOMEM;
+    }
+    for (size_t i = 0; i < p->nlanes; i++) {
+        lane_view(p->lanes[i], &views[i]);
+    }
+    int rc = pgcdc_prom_family(b, "pgcdc_sink_up", "gauge",
+                               "1 when the sink started and is not in an outage (retrying)");
+    for (size_t i = 0; i < p->nlanes && rc == 0; i++) {
+        const char *l[] = {"sink", p->lanes[i]->name};
+        rc = pgcdc_prom_sample(b, "pgcdc_sink_up", l, 1,
+                               views[i].started && !views[i].degraded ? 1 : 0);
+    }
+    rc = rc ? rc
+            : pgcdc_prom_family(b, "pgcdc_sink_events_total", "counter",
+                                "Events a sink finished with, by result: ok (acked), dlq "
+                                "(dead-lettered as poison), shed (best_effort, log full)");
+    for (size_t i = 0; i < p->nlanes && rc == 0; i++) {
+        struct pgcdc_sink *s = p->lanes[i];
+        const char *res[] = {"ok", "dlq", "shed"};
+        uint64_t val[] = {LOADM(s->m.ok), LOADM(s->m.dlq), LOADM(s->m.shed)};
+        for (int k = 0; k < 3 && rc == 0; k++) {
+            const char *l[] = {"sink", s->name, "result", res[k]};
+            rc = pgcdc_prom_sample_u64(b, "pgcdc_sink_events_total", l, 2, val[k]);
+        }
+    }
+    rc = rc ? rc
+            : pgcdc_prom_family(b, "pgcdc_sink_errors_total", "counter",
+                                "Failed deliveries, by kind: refused (the event, retried with "
+                                "backoff), unavailable (the sink, retried), poison (given up), "
+                                "fatal, timeout (call_timeout)");
+    for (size_t i = 0; i < p->nlanes && rc == 0; i++) {
+        struct pgcdc_sink *s = p->lanes[i];
+        const char *kind[] = {"refused", "unavailable", "poison", "fatal", "timeout"};
+        uint64_t val[] = {LOADM(s->m.refused), LOADM(s->m.unavailable), LOADM(s->m.poison),
+                          LOADM(s->m.fatal), LOADM(s->m.timeout)};
+        for (int k = 0; k < 5 && rc == 0; k++) {
+            const char *l[] = {"sink", s->name, "kind", kind[k]};
+            rc = pgcdc_prom_sample_u64(b, "pgcdc_sink_errors_total", l, 2, val[k]);
+        }
+    }
+    rc = rc ? rc
+            : pgcdc_prom_family(b, "pgcdc_sink_outages_total", "counter",
+                                "Times a sink went from healthy to unavailable");
+    for (size_t i = 0; i < p->nlanes && rc == 0; i++) {
+        const char *l[] = {"sink", p->lanes[i]->name};
+        rc = pgcdc_prom_sample_u64(b, "pgcdc_sink_outages_total", l, 1,
+                                   LOADM(p->lanes[i]->m.outages));
+    }
+    rc = rc ? rc
+            : pgcdc_prom_family(b, "pgcdc_sink_inflight_events", "gauge",
+                                "Events handed to the sink and not acked yet");
+    for (size_t i = 0; i < p->nlanes && rc == 0; i++) {
+        const char *l[] = {"sink", p->lanes[i]->name};
+        int64_t v = LOADM(p->lanes[i]->m.inflight);
+        rc = pgcdc_prom_sample(b, "pgcdc_sink_inflight_events", l, 1, v > 0 ? (double)v : 0);
+    }
+    rc = rc ? rc
+            : pgcdc_prom_family(b, "pgcdc_sink_batch_duration_seconds", "histogram",
+                                "From handing a batch to the sink to its last ack");
+    for (size_t i = 0; i < p->nlanes && rc == 0; i++) {
+        const char *l[] = {"sink", p->lanes[i]->name};
+        rc = pgcdc_prom_hist(b, "pgcdc_sink_batch_duration_seconds", l, 1, &p->lanes[i]->m.batch);
+    }
+    rc = rc ? rc
+            : pgcdc_prom_family(b, "pgcdc_sink_dlq_records", "gauge",
+                                "Records in the sink's dead-letter store (pgcdc dlq list)");
+    for (size_t i = 0; i < p->nlanes && rc == 0; i++) {
+        if (p->lanes[i]->dlq != NULL) {
+            const char *l[] = {"sink", p->lanes[i]->name};
+            rc = pgcdc_prom_sample_u64(b, "pgcdc_sink_dlq_records", l, 1, views[i].dlq_records);
+        }
+    }
+    rc = rc ? rc
+            : pgcdc_prom_family(b, "pgcdc_sink_dlq_bytes", "gauge",
+                                "Bytes of the sink's dead-letter store");
+    for (size_t i = 0; i < p->nlanes && rc == 0; i++) {
+        if (p->lanes[i]->dlq != NULL) {
+            const char *l[] = {"sink", p->lanes[i]->name};
+            rc = pgcdc_prom_sample_u64(b, "pgcdc_sink_dlq_bytes", l, 1, views[i].dlq_bytes);
+        }
+    }
+    rc = rc ? rc
+            : pgcdc_prom_family(b, "pgcdc_sink_counter_total", "counter",
+                                "The sink's own counters (docs/sinks/), by name");
+    for (size_t i = 0; i < p->nlanes && rc == 0; i++) {
+        struct pgcdc_sink *s = p->lanes[i];
+        int n = atomic_load(&s->ncounters);
+        for (int k = 0; k < n && rc == 0; k++) {
+            const char *l[] = {"sink", s->name, "name", s->counters[k].name};
+            rc = pgcdc_prom_sample_u64(b, "pgcdc_sink_counter_total", l, 2,
+                                       atomic_load(&s->counters[k].value));
+        }
+    }
+    free(views);
+    return rc;
+}
+
+int pgcdc_pipeline_ready(struct pgcdc_pipeline *p, char *why, size_t cap)
+{
+    if (pgcdc_pipeline_failed(p, NULL) != 0) {
+        snprintf(why, cap, "the pipeline failed");
+        return 0;
+    }
+    for (size_t i = 0; i < p->nlanes; i++) {
+        struct pgcdc_sink *s = p->lanes[i];
+        struct lane_view v;
+        lane_view(s, &v);
+        if (!v.started) {
+            snprintf(why, cap, "sink %s has not started", s->name);
+            return 0;
+        }
+        if (v.degraded && !s->best_effort) {
+            snprintf(why, cap, "sink %s is unavailable (retrying)", s->name);
+            return 0;
+        }
+    }
+    return 1;
+}
+
+int pgcdc_pipeline_reconfigure(struct pgcdc_pipeline *p, const struct pgcdc_sink_config *sc)
+{
+    struct pgcdc_sink *s = NULL;
+    for (size_t i = 0; i < p->nlanes && s == NULL; i++) {
+        if (strcmp(p->lanes[i]->name, sc->name) == 0) {
+            s = p->lanes[i];
+        }
+    }
+    if (s == NULL) {
+        return PGCDC_EINVAL;
+    }
+    int64_t now = mono_ms();
+    pthread_mutex_lock(&s->mu);
+    s->batch_events = sc->batch_events < s->batch_cap ? sc->batch_events : s->batch_cap;
+    s->batch_bytes = sc->batch_bytes;
+    s->linger_ms = sc->linger_ms;
+    s->call_timeout_ms = sc->call_timeout_ms;
+    s->policy.unavail_min_ms = sc->retry_min_ms;
+    s->policy.event_min_ms = sc->retry_backoff_ms;
+    s->policy.max_ms = sc->retry_max_ms;
+    s->policy.max_attempts = (unsigned)sc->max_attempts;
+    pgcdc_bucket_init(&s->rate_ev, (double)sc->rate_events, (double)sc->rate_events_burst, now);
+    pgcdc_bucket_init(&s->rate_bytes, (double)sc->rate_bytes, (double)sc->rate_bytes_burst, now);
+    pthread_cond_signal(&s->cond); /* a lane waiting on the old rate limit re-evaluates */
+    pthread_mutex_unlock(&s->mu);
+    if (sc->batch_events > s->batch_cap) {
+        pgcdc_log(PGCDC_LOG_WARN, s->component,
+                  "batch_events %lld is more than the %lld this process started with: using %lld "
+                  "until a restart",
+                  (long long)sc->batch_events, (long long)s->batch_cap, (long long)s->batch_cap);
+    }
+    return 0;
 }

@@ -22,6 +22,7 @@
 
 #include <pgcdc/sink.h>
 
+#include "core/buf.h"
 #include "core/config.h"
 
 struct pgcdc_pipeline;
@@ -85,6 +86,10 @@ void pgcdc_pipeline_commit_txn(struct pgcdc_pipeline *p, uint64_t end_lsn);
 /* Forget the open transaction (connection lost mid-transaction; it will be received again). */
 void pgcdc_pipeline_abort_txn(struct pgcdc_pipeline *p);
 int pgcdc_pipeline_txn_open(const struct pgcdc_pipeline *p);
+/* The open transaction's commit time (µs since 1970), for the commit-lag metric. */
+void pgcdc_pipeline_txn_time(struct pgcdc_pipeline *p, int64_t commit_ts_us);
+/* The commit time of the transaction whose end is the flushable LSN (0: none yet). */
+int64_t pgcdc_pipeline_flushed_commit_ts(const struct pgcdc_pipeline *p);
 
 /*
  * Append one event: copies the payload and the id/schema/table strings into the log.
@@ -126,6 +131,20 @@ void pgcdc_pipeline_set_draining(struct pgcdc_pipeline *p);
 int pgcdc_pipeline_stop(struct pgcdc_pipeline *p, int timeout_ms);
 
 void pgcdc_pipeline_free(struct pgcdc_pipeline *p);
+
+/* Append the sinks' metric families (pgcdc_sink_*) in Prometheus text format. Any thread. */
+int pgcdc_pipeline_render_metrics(struct pgcdc_pipeline *p, struct pgcdc_buf *b);
+
+/* 1 when every sink has started and none that holds the checkpoint is in an outage and the
+ * pipeline has not failed; else 0 with the reason in why. Any thread. */
+int pgcdc_pipeline_ready(struct pgcdc_pipeline *p, char *why, size_t cap);
+
+/*
+ * SIGHUP: apply a sink's reloadable settings (batch sizes and linger, retries, rate limits,
+ * call_timeout) from `sc`, matched by name. batch_events cannot grow past its value at
+ * start (logged). Returns 0 or PGCDC_EINVAL (no such sink).
+ */
+int pgcdc_pipeline_reconfigure(struct pgcdc_pipeline *p, const struct pgcdc_sink_config *sc);
 
 /* The host API handed to plugins (also used by tools that drive a plugin directly). */
 extern const struct pgcdc_host_api pgcdc_host_api_v1;
