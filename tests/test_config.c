@@ -930,3 +930,48 @@ Test(config, survives_truncated_and_mangled_input, .timeout = 120)
     free(copy);
     free(text);
 }
+
+/* ---- http.listen and comparing configs (SIGHUP) ---- */
+
+Test(config, http_listen_forms)
+{
+    const char *good[] = {"9187",           ":9187",      "127.0.0.1:0",
+                          "localhost:9187", "[::1]:9187", "0.0.0.0:65535"};
+    for (size_t i = 0; i < sizeof good / sizeof good[0]; i++) {
+        char yaml[256];
+        snprintf(yaml, sizeof yaml, SRC "http:\n  listen: \"%s\"\n", good[i]);
+        pgcdc_config_free(parse_ok(yaml));
+    }
+    parse_fails(SRC "http:\n  listen: \"127.0.0.1:99999\"\n", "http.listen");
+    parse_fails(SRC "http:\n  listen: \"127.0.0.1:\"\n", "http.listen");
+    parse_fails(SRC "http:\n  listen: \"[::1]9187\"\n", "http.listen");
+    parse_fails(SRC "http:\n  listen: \"a b:80\"\n", "http.listen");
+    parse_fails(SRC "http:\n  listen: \"http://x:80\"\n", "http.listen");
+}
+
+Test(config, node_equal_ignores_order_and_skipped_keys)
+{
+    struct pgcdc_config *a = parse_ok(SRC "sinks:\n  - name: c\n    type: stdout\n"
+                                          "    batch_events: 10\n    path: /tmp/x\n"
+                                          "    format: json\n");
+    struct pgcdc_config *b = parse_ok(SRC "sinks:\n  - format: json\n    name: c\n"
+                                          "    path: /tmp/x\n    type: stdout\n"
+                                          "    batch_events: 99\n");
+    struct pgcdc_config *c = parse_ok(SRC "sinks:\n  - name: c\n    type: stdout\n"
+                                          "    path: /tmp/y\n    format: json\n");
+    cr_expect(pgcdc_config_node_equal(a->sinks[0].node, b->sinks[0].node, pgcdc_sink_common_keys),
+              "order and a common key do not matter");
+    cr_expect(not(pgcdc_config_node_equal(a->sinks[0].node, b->sinks[0].node, NULL)),
+              "without skipping, batch_events differs");
+    cr_expect(
+        not(pgcdc_config_node_equal(a->sinks[0].node, c->sinks[0].node, pgcdc_sink_common_keys)),
+        "a plugin key changed");
+    cr_expect(pgcdc_config_node_equal(pgcdc_config_section(a, "source"),
+                                      pgcdc_config_section(c, "source"), NULL));
+    cr_expect(pgcdc_config_node_equal(pgcdc_config_section(a, "http"),
+                                      pgcdc_config_section(c, "http"), NULL),
+              "two absent sections are equal");
+    pgcdc_config_free(a);
+    pgcdc_config_free(b);
+    pgcdc_config_free(c);
+}

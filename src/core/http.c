@@ -189,7 +189,7 @@ int pgcdc_http_start(const char *listen, pgcdc_http_handler handler, void *ctx,
     pthread_sigmask(SIG_SETMASK, &old, NULL);
     if (h->d == NULL) {
         free(h);
-        return pgcdc_err_set(err, PGCDC_ECONFIG,
+        return pgcdc_err_set(err, PGCDC_EIO,
                              "http.listen '%s': cannot listen there (in use, or not an address "
                              "of this machine)",
                              listen);
