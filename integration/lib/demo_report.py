@@ -9,7 +9,10 @@ run while pgcdc is still streaming:
 2. search: compares each table's row count with its index's `_count` (Elasticsearch API) and
    prints one document.
 
-    demo_report.py --dsn DSN --redis-port P --search-url URL [--timeout 15]
+    demo_report.py --dsn DSN --redis-port P --search-url URL [--timeout 15] [--stats FILE]
+
+--stats writes what it counted (keys invalidated and kept, documents per index) as JSON.
+Exit code 1 when a sink did not follow the table.
 """
 
 import argparse
@@ -38,7 +41,19 @@ def main():
     ap.add_argument("--redis-port", type=int, required=True)
     ap.add_argument("--search-url", required=True)
     ap.add_argument("--timeout", type=float, default=15.0)
+    ap.add_argument("--stats", help="write the counts here as JSON")
     a = ap.parse_args()
+    stats = {"redis_invalidated": 0, "redis_kept": 0, "search": {}, "ok": False}
+    try:
+        ok = check(a, stats)
+    finally:
+        if a.stats:
+            with open(a.stats, "w") as f:
+                json.dump(stats, f)
+    return 0 if ok else 1
+
+
+def check(a, stats):
     conn = psycopg2.connect(a.dsn, connect_timeout=10, application_name="pgcdc-demo-report")
     conn.autocommit = True
     cur = conn.cursor()
@@ -47,8 +62,8 @@ def main():
     cur.execute("SELECT id, email, name FROM users ORDER BY id")
     users = cur.fetchall()
     if len(users) < 4:
-        print("    too few users to show invalidation")
-        return 0
+        print(f"    {Y}only {len(users)} users: too few to show invalidation{N}")
+        return False
     for uid, email, name in users:
         row = json.dumps({"id": uid, "email": email, "name": name})
         redis_cmd(a.redis_port, "SET", f"user:{uid}", row)
@@ -71,10 +86,12 @@ def main():
     for k, why in touched:
         gone = not redis_cmd(a.redis_port, "EXISTS", k)
         ok &= gone
+        stats["redis_invalidated"] += gone
         print(f"    {k:<48} {G + 'invalidated' + N if gone else Y + 'STILL CACHED' + N}  ({why})")
     for k in untouched:
         kept = bool(redis_cmd(a.redis_port, "EXISTS", k))
         ok &= kept
+        stats["redis_kept"] += kept
         print(f"    {k:<48} {G + 'kept' + N if kept else Y + 'GONE' + N}  (row untouched)")
 
     print("search (Elasticsearch _bulk API, searchd): index _count against the table")
@@ -90,12 +107,14 @@ def main():
                 break
             time.sleep(0.2)
         ok &= count == rows
+        stats["search"][f"public_{table}"] = count
         mark = G + "equal" + N if count == rows else Y + "DIFFERENT" + N
         print(f"    public_{table:<10} {count:>6} documents, table {rows:>6} rows  {mark}")
     doc = es(a.search_url, f"/public_users/_doc/{r2}")
     print(f"    GET /public_users/_doc/{r2}: _version {doc.get('_version')} (the change's LSN), "
           f"_source {json.dumps(doc.get('_source'))[:120]}")
-    return 0 if ok else 1
+    stats["ok"] = bool(ok)
+    return ok
 
 
 if __name__ == "__main__":

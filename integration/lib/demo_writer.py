@@ -4,6 +4,10 @@
 app.orders (scripts/demo).  Stops after --duration seconds or --max-tx transactions.
 
     demo_writer.py --dsn DSN [--duration 20] [--rate 5] [--max-tx 1000] [--seed 1]
+                   [--initial-users N]
+
+--initial-users N: first N users sign up (one transaction each), then the mix starts; the mix
+never deletes a user when N or fewer are left, so N users are always there afterwards.
 """
 
 import argparse
@@ -24,6 +28,7 @@ def main():
     ap.add_argument("--rate", type=float, default=5.0, help="transactions per second")
     ap.add_argument("--max-tx", type=int, default=1000)
     ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--initial-users", type=int, default=0)
     a = ap.parse_args()
     rnd = random.Random(a.seed)
     conn = psycopg2.connect(a.dsn, connect_timeout=10, application_name="pgcdc-demo-writer")
@@ -31,11 +36,12 @@ def main():
     counts = {"insert": 0, "update": 0, "delete": 0, "tx": 0}
     end = time.monotonic() + a.duration
     n = 0
+    keep_users = max(3, a.initial_users)
     while time.monotonic() < end and counts["tx"] < a.max_tx:
         cur.execute("SELECT id FROM users ORDER BY id")
         users = [r[0] for r in cur.fetchall()]
         r = rnd.random()
-        if not users or r < 0.25:
+        if not users or r < 0.25 or n < a.initial_users:
             n += 1
             name = rnd.choice(FIRST)
             cur.execute("INSERT INTO users (email, name, bio) VALUES (%s, %s, %s)",
@@ -65,7 +71,7 @@ def main():
             cur.execute("DELETE FROM orders WHERE id = (SELECT id FROM orders ORDER BY random() "
                         "LIMIT 1)")
             counts["delete"] += cur.rowcount
-        elif len(users) > 3:  # a user and their orders, in one transaction
+        elif len(users) > keep_users:  # a user and their orders, in one transaction
             uid = rnd.choice(users)
             cur.execute("DELETE FROM orders WHERE user_id = %s", (uid,))
             counts["delete"] += cur.rowcount

@@ -23,7 +23,7 @@ COLORS = {"c": "32", "u": "33", "d": "31", "t": "35", "r": "36", "m": "34", "s":
 
 
 def _short(v, n=28):
-    s = v if isinstance(v, str) else json.dumps(v, separators=(",", ":"))
+    s = v if isinstance(v, str) else json.dumps(v, separators=(",", ":"), default=str)
     return s if len(s) <= n else s[: n - 1] + "…"
 
 
@@ -44,9 +44,15 @@ def fmt(e, color):
     op = e.get("op", "?")
     name = OPS.get(op, op)
     key = e.get("key") or {}
-    keys = " ".join(f"{k}={_short(v, 16)}" for k, v in key.items()) if isinstance(key, dict) else ""
-    detail = ""
     before, after = e.get("before") or {}, e.get("after") or {}
+    if not isinstance(key, dict):
+        key = {}
+    row = after if isinstance(after, dict) and after else before
+    if len(key) > 1 and isinstance(row, dict) and set(key) == set(row):
+        # REPLICA IDENTITY FULL: the whole row is the key; its first column names the row
+        key = dict(list(key.items())[:1])
+    keys = " ".join(f"{k}={_short(v, 16)}" for k, v in key.items())
+    detail = ""
     if op == "u" and isinstance(after, dict):
         changed = [k for k, v in after.items()
                    if isinstance(before, dict) and k in before and before[k] != v]
