@@ -545,6 +545,50 @@ def http_get(url, timeout=3.0):
         return e.code, e.read()
 
 
+_PROM_SAMPLE = re.compile(r'^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{(.*)\})? (\S+)$')
+_PROM_LABEL = re.compile(r'([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)"')
+
+
+def scrape_metrics(base):
+    """GET base/metrics and parse the Prometheus text format strictly:
+    {(name, ((label, value), ...)): float}. Every sample must follow its family's # TYPE
+    line (declared once), and a family's samples must be together."""
+    status, body = http_get(base + "/metrics")
+    if status != 200:
+        raise HarnessError(f"{base}/metrics: HTTP {status}: {body[:200]!r}")
+    out, types, order = {}, {}, []
+    for line in body.decode().splitlines():
+        if line.startswith("# TYPE "):
+            _, _, name, kind = line.split(" ", 3)
+            assert name not in types, f"family {name} declared twice"
+            types[name] = kind
+            order.append(name)
+            continue
+        if line.startswith("#") or not line:
+            continue
+        m = _PROM_SAMPLE.match(line)
+        assert m, f"not a sample line: {line!r}"
+        name, labels, value = m.group(1), m.group(3) or "", m.group(4)
+        family = name if name in types else re.sub(r"_(bucket|sum|count)$", "", name)
+        assert family in types, f"{name} has no # TYPE"
+        assert order[-1] == family, f"{name} is not next to its family's other samples"
+        key = (name, tuple(sorted(_PROM_LABEL.findall(labels))))
+        assert key not in out, f"duplicate sample {key}"
+        out[key] = float(value)
+    return out
+
+
+def metric(m, name, **labels):
+    """One sample of a scrape_metrics() result, None when absent."""
+    return m.get((name, tuple(sorted(labels.items()))))
+
+
+def metrics_base(p):
+    """The http://host:port a running pgcdc serves /metrics on (from its log)."""
+    m = p.wait_log(r"serving /metrics, /healthz and /readyz on (http://[0-9.]+:\d+)")
+    return m.group(1)
+
+
 # --------------------------------------------------------------------------
 # servers
 # --------------------------------------------------------------------------

@@ -5,7 +5,6 @@ written and read back without reaching the sinks, SIGHUP reloads a valid file an
 running config on an invalid one, systemd's notify protocol is spoken, and `pgcdc slot
 status|drop` report and refuse what they should."""
 
-import os
 import re
 import signal
 import socket
@@ -25,44 +24,9 @@ def setup(h, ddl="CREATE TABLE t (id int PRIMARY KEY, v text)", tables=("public.
     return db, slot, cfg
 
 
-def http_base(p):
-    m = p.wait_log(r"serving /metrics, /healthz and /readyz on (http://[0-9.]+:\d+)")
-    return m.group(1)
-
-
-_SAMPLE = re.compile(r'^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{(.*)\})? (\S+)$')
-_LABEL = re.compile(r'([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)"')
-
-
-def scrape(base):
-    """Parse the Prometheus text format strictly: {(name, ((label, value), ...)): float}.
-    Every sample must belong to a family declared by # TYPE before it, once."""
-    status, body = harness.http_get(base + "/metrics")
-    assert status == 200, (status, body)
-    out, types, seen_families = {}, {}, []
-    for line in body.decode().splitlines():
-        if line.startswith("# TYPE "):
-            _, _, name, kind = line.split(" ", 3)
-            assert name not in types, f"family {name} declared twice"
-            types[name] = kind
-            seen_families.append(name)
-            continue
-        if line.startswith("#") or not line:
-            continue
-        m = _SAMPLE.match(line)
-        assert m, f"not a sample line: {line!r}"
-        name, labels, value = m.group(1), m.group(3) or "", m.group(4)
-        family = re.sub(r"_(bucket|sum|count)$", "", name) if name not in types else name
-        assert family in types, f"{name} has no # TYPE"
-        assert seen_families[-1] == family, f"{name} is not next to its family's other samples"
-        key = (name, tuple(sorted(_LABEL.findall(labels))))
-        assert key not in out, f"duplicate sample {key}"
-        out[key] = float(value)
-    return out
-
-
-def val(m, name, **labels):
-    return m.get((name, tuple(sorted(labels.items()))))
+http_base = harness.metrics_base
+scrape = harness.scrape_metrics
+val = harness.metric
 
 
 def test_metrics_move_with_a_workload(h):

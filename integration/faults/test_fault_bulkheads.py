@@ -70,7 +70,8 @@ def test_best_effort_sink_never_holds_the_checkpoint(h):
               "timeout": "500ms", "retry_max": "1s", "best_effort": True,
               "tables": {"public.t": {"keys": ["t:{id}"]}}}]
     cfg = make_config(h.pg.dsn(db), "be", "be", tables=["public.t"], sinks=sinks,
-                      pipeline={"max_events": 1024, "buffer_bytes": "1MiB"})
+                      pipeline={"max_events": 1024, "buffer_bytes": "1MiB"},
+                      http="127.0.0.1:0")
     cfg["dlq"] = {"mirror_url": nats.url}
     cfg["source"]["name"] = "app"
     p = h.pgcdc(cfg)
@@ -85,6 +86,16 @@ def test_best_effort_sink_never_holds_the_checkpoint(h):
                "everything while the best-effort sink is down")
     assert lines(p.events_path) >= 5001
     assert "best_effort: the pipeline is full" in p.log_tail(400)
+    base = harness.metrics_base(p)
+    m = harness.scrape_metrics(base)
+    # Shed when the log was full, or given up after max_attempts (an outage counts attempts
+    # for a best_effort sink): both are dead letters.
+    shed = harness.metric(m, "pgcdc_sink_events_total", sink="pubsub", result="shed")
+    shed += harness.metric(m, "pgcdc_sink_events_total", sink="pubsub", result="dlq")
+    assert shed > 0 and harness.metric(m, "pgcdc_sink_dlq_records", sink="pubsub") == shed
+    assert harness.metric(m, "pgcdc_sink_dlq_bytes", sink="pubsub") > 0
+    assert harness.metric(m, "pgcdc_sink_up", sink="pubsub") == 0, "Redis is down"
+    assert harness.metric(m, "pgcdc_sink_events_total", sink="out", result="ok") >= 5001
     p.terminate()
     assert p.wait(30) == 0
     log = p.log_tail(50)
@@ -95,7 +106,7 @@ def test_best_effort_sink_never_holds_the_checkpoint(h):
     assert r2.returncode == 0, r2.stderr
     store = p.dir / "state" / "dlq" / "pubsub.jsonl"
     recs = [json.loads(x) for x in store.read_text().splitlines()]
-    assert len(recs) > 0 and all(x["reason"].startswith("best_effort") for x in recs)
+    assert len(recs) == shed and all(x["reason"].startswith("best_effort") for x in recs)
     assert len({x["id"] for x in recs}) == len(recs)
     mirrored = natslib.dump(nats.url, "DLQ")
     assert len(mirrored) == len(recs), (len(mirrored), len(recs))
@@ -114,6 +125,8 @@ def test_best_effort_sink_never_holds_the_checkpoint(h):
     store.write_text(store.read_text() + json.dumps(recs[0]) + "\n")
     p.start()
     p.wait_log("streaming from slot")
+    m = harness.scrape_metrics(harness.metrics_base(p))
+    assert harness.metric(m, "pgcdc_sink_dlq_records", sink="pubsub") == 1, "the size at start"
     busy = h.pgcdc_cmd(["dlq", "purge", "pubsub"], p.config_text)
     assert busy.returncode == 1 and "in use" in busy.stderr, busy.stderr
     p.terminate()
