@@ -118,6 +118,10 @@ def test_demo_short_mode():
             assert "demo ok: events on NATS, invalidations in Redis, documents in the search " \
                    "index" in out, _tail(out)
             assert re.search(r"pgcdc exited with 0", out), _tail(out)
+            # pgcdc's own view, scraped from its /metrics while it ran
+            assert re.search(r"/readyz: ready", out), _tail(out)
+            assert re.search(r'pgcdc_events_total\{table="public.users",op="c"\} [1-9]', out), out
+            assert re.search(r'pgcdc_sink_events_total\{sink="cache",result="ok"\} [1-9]', out), out
 
             # what it leaves: its files, and no process
             assert (workdir / "events.jsonl").stat().st_size > 0

@@ -40,9 +40,11 @@ def test_a_stalled_sink_does_not_delay_the_others_within_its_budget(h):
              {"name": "cache", "type": "redis", "url": r.url, "timeout": "1s",
               "tables": {"public.t": {"keys": ["t:{id}"]}}}]
     cfg = make_config(h.pg.dsn(db), "stall", "stall", tables=["public.t"], sinks=sinks,
-                      pipeline={"max_events": 8192, "buffer_bytes": "8MiB"})
+                      pipeline={"max_events": 8192, "buffer_bytes": "8MiB"},
+                      http="127.0.0.1:0")
     p = h.pgcdc(cfg)
     p.wait_log("streaming from slot")
+    base = harness.metrics_base(p)
     before = flush_lsn(h.pg, "stall")
     r.pause()
     try:
@@ -51,10 +53,22 @@ def test_a_stalled_sink_does_not_delay_the_others_within_its_budget(h):
         wait_until(lambda: lines(p.events_path) >= 2001, 30, 0.1, "stdout to get every event")
         time.sleep(1)
         assert flush_lsn(h.pg, "stall") <= before, "the checkpoint passed unacked events"
+        # What an operator sees meanwhile: the stalled sink holds events, the other does not,
+        # and the waiting transaction's age grows.
+        m = harness.scrape_metrics(base)
+        assert harness.metric(m, "pgcdc_sink_backlog_events", sink="cache") >= 2000
+        assert harness.metric(m, "pgcdc_sink_backlog_events", sink="out") == 0
+        assert harness.metric(m, "pgcdc_sink_inflight_events", sink="out") == 0
+        assert harness.metric(m, "pgcdc_sink_events_total", sink="out", result="ok") >= 2001
+        assert harness.metric(m, "pgcdc_buffer_events") >= 2000
+        assert harness.metric(m, "pgcdc_commit_lag_seconds") >= 1
     finally:
         r.resume()
     end = current_lsn(h.pg)
     wait_until(lambda: flush_lsn(h.pg, "stall") >= end, 60, 0.2, "the checkpoint to catch up")
+    m = wait_until(lambda: (lambda m: harness.metric(m, "pgcdc_buffer_events") == 0 and m)(
+        harness.scrape_metrics(base)), 30, 0.2, "the buffer to empty")
+    assert harness.metric(m, "pgcdc_commit_lag_seconds") == 0
     p.terminate()
     assert p.wait(30) == 0
 

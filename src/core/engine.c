@@ -187,7 +187,7 @@ struct engine {
     struct pgcdc_monitor *mon;
     atomic_int draining; /* /readyz */
     int64_t last_iter_ms;
-    int blocked; /* the last loop could not read: the log was full */
+    int blocked, was_blocked; /* this / the previous turn could not read: the log was full */
     int64_t sd_watchdog_ms, next_sd_watchdog;
     int sd_ready;
     int connects;
@@ -795,7 +795,6 @@ static int stream(struct engine *e, struct pgcdc_err *err)
     int64_t next_watchdog = 0;
     for (;;) {
         struct pgcdc_err perr = {0};
-        mirror_metrics(e);
         if (reload_signals != e->reloads_seen) {
             e->reloads_seen = reload_signals;
             reload(e);
@@ -914,6 +913,7 @@ static int stream(struct engine *e, struct pgcdc_err *err)
                 timeout = 0;
             }
         }
+        mirror_metrics(e); /* the state the loop is about to wait in */
         int n = poll(pfd, (nfds_t)nfd, timeout);
         if (n < 0 && errno != EINTR) {
             return pgcdc_err_set(err, PGCDC_EIO, "poll: %s", strerror(errno));
@@ -944,18 +944,19 @@ static int stream(struct engine *e, struct pgcdc_err *err)
 static void mirror_metrics(struct engine *e)
 {
     int64_t now = mono_ms();
-    if (e->blocked && e->last_iter_ms > 0) {
+    /* The time since the last call was spent as the loop was then: blocked or not. */
+    if (e->was_blocked && e->last_iter_ms > 0) {
         STORE(backpressure_ms, atomic_load_explicit(&e->m->backpressure_ms, memory_order_relaxed) +
                                    (uint64_t)(now - e->last_iter_ms));
     }
     e->last_iter_ms = now;
+    e->was_blocked = e->blocked;
     STORE(received_lsn, e->received_lsn);
     STORE(flushed_lsn, e->flush_lsn);
     STORE(server_wal_end, e->server_wal_end);
     STORE(buffer_bytes, pgcdc_pipeline_held_bytes(e->pipe));
     STORE(buffer_events, pgcdc_pipeline_held_events(e->pipe));
-    STORE(idle, e->npend == 0 && !e->in_txn && pgcdc_pipeline_idle(e->pipe));
-    STORE(last_flushed_commit_us, pgcdc_pipeline_flushed_commit_ts(e->pipe));
+    STORE(pending_commit_us, pgcdc_pipeline_pending_commit_ts(e->pipe));
     /* The loop runs at least every status interval; three missed turns is a hang. */
     STORE(alive_until_ms, now + 3 * e->status_interval_ms + 5000);
     if (e->sd_watchdog_ms > 0 && now >= e->next_sd_watchdog) {

@@ -265,9 +265,9 @@ int pgcdc_metrics_render(const struct pgcdc_metrics *m, struct pgcdc_buf *b)
             : gauge_u64(b, "pgcdc_replication_lag_bytes",
                         "WAL bytes between the server's newest position and the flushed LSN",
                         top > flushed && flushed > 0 ? top - flushed : 0);
-    int64_t commit_us = LOAD(m->last_flushed_commit_us);
+    int64_t commit_us = LOAD(m->pending_commit_us);
     double commit_lag = 0;
-    if (!LOAD(m->idle) && commit_us > 0) {
+    if (commit_us > 0) {
         struct timespec ts;
         clock_gettime(CLOCK_REALTIME, &ts);
         commit_lag = ((double)ts.tv_sec * 1e6 + (double)ts.tv_nsec / 1e3 - (double)commit_us) / 1e6;
@@ -275,8 +275,8 @@ int pgcdc_metrics_render(const struct pgcdc_metrics *m, struct pgcdc_buf *b)
     }
     rc = rc ? rc
             : gauge(b, "pgcdc_commit_lag_seconds",
-                    "Now minus the commit time of the newest transaction every sink acked (0 when "
-                    "nothing is waiting)",
+                    "How long the oldest transaction not yet acked by every sink has waited since "
+                    "its commit (0 when none waits)",
                     commit_lag);
     rc = rc ? rc
             : counter_u64(b, "pgcdc_transactions_total", "Committed transactions received",

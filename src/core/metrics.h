@@ -48,11 +48,10 @@ struct pgcdc_metrics {
     atomic_uint_fast64_t reconnects;        /* replication connection attempts after the first */
     atomic_uint_fast64_t backpressure_ms;   /* time the source waited for room in the log */
     atomic_int_fast64_t last_checkpoint_ms; /* wall clock of the last checkpoint write; 0 none */
-    atomic_int_fast64_t last_flushed_commit_us; /* commit time of the newest flushed txn */
-    atomic_int_fast64_t alive_until_ms;         /* monotonic: /healthz fails after this */
+    atomic_int_fast64_t pending_commit_us;  /* commit time of the oldest unreleased txn; 0 */
+    atomic_int_fast64_t alive_until_ms;     /* monotonic: /healthz fails after this */
     atomic_uint_fast64_t buffer_bytes, buffer_limit_bytes;
     atomic_uint_fast64_t buffer_events, buffer_limit_events;
-    atomic_int idle; /* nothing held: commit lag is 0 */
 
     /* The slot as pg_replication_slots shows it (polled on a side connection); -1 unknown. */
     atomic_int_fast64_t slot_retained_bytes; /* pg_current_wal_lsn() - restart_lsn */

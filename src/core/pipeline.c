@@ -68,7 +68,7 @@ struct slot {
 
 struct txn {
     uint64_t commit_lsn;
-    int64_t commit_ts_us; /* for pgcdc_pipeline_flushed_commit_ts */
+    int64_t commit_ts_us; /* for pgcdc_pipeline_pending_commit_ts */
     uint64_t end_lsn;
     uint64_t end_seq; /* one past the seq of its last event */
     int committed;
@@ -162,7 +162,6 @@ struct pgcdc_pipeline {
     size_t ntxns_cap, txn_head, txn_len; /* ring; the open txn, if any, is the last */
     int txn_is_open;
     uint64_t flushable;
-    int64_t flushable_ts_us; /* commit time of the transaction that set flushable */
 
     struct pgcdc_sink **lanes;
     size_t nlanes;
@@ -1113,9 +1112,9 @@ void pgcdc_pipeline_txn_time(struct pgcdc_pipeline *p, int64_t commit_ts_us)
     }
 }
 
-int64_t pgcdc_pipeline_flushed_commit_ts(const struct pgcdc_pipeline *p)
+int64_t pgcdc_pipeline_pending_commit_ts(const struct pgcdc_pipeline *p)
 {
-    return p->flushable_ts_us;
+    return p->txn_len > 0 ? p->txns[p->txn_head].commit_ts_us : 0;
 }
 
 /* Release acked events from the tail (source thread). */
@@ -1305,7 +1304,6 @@ uint64_t pgcdc_pipeline_advance(struct pgcdc_pipeline *p)
         }
         if (t->end_lsn > p->flushable) {
             p->flushable = t->end_lsn;
-            p->flushable_ts_us = t->commit_ts_us;
         }
         p->txn_head = (p->txn_head + 1) % p->ntxns_cap;
         p->txn_len--;
@@ -1524,6 +1522,7 @@ void pgcdc_pipeline_free(struct pgcdc_pipeline *p)
 struct lane_view {
     int started, degraded;
     uint64_t dlq_records, dlq_bytes;
+    uint64_t backlog; /* published events this sink has not finished: new, retrying, held */
 };
 
 static void lane_view(struct pgcdc_sink *s, struct lane_view *v)
@@ -1531,6 +1530,10 @@ static void lane_view(struct pgcdc_sink *s, struct lane_view *v)
     pthread_mutex_lock(&s->mu);
     v->started = s->started && !s->stopped;
     v->degraded = s->retry_attempt > 0;
+    uint64_t head = atomic_load_explicit(&s->p->head, memory_order_acquire);
+    int64_t inflight = atomic_load_explicit(&s->m.inflight, memory_order_relaxed);
+    v->backlog = (head > s->cursor ? head - s->cursor : 0) + s->retry_len +
+                 (uint64_t)(inflight > 0 ? inflight : 0);
     v->dlq_records = v->dlq_bytes = 0;
     if (s->dlq != NULL) {
         pgcdc_dlq_size(s->dlq, &v->dlq_records, &v->dlq_bytes);
@@ -1597,6 +1600,14 @@ int pgcdc_pipeline_render_metrics(struct pgcdc_pipeline *p, struct pgcdc_buf *b)
         const char *l[] = {"sink", p->lanes[i]->name};
         int64_t v = LOADM(p->lanes[i]->m.inflight);
         rc = pgcdc_prom_sample(b, "pgcdc_sink_inflight_events", l, 1, v > 0 ? (double)v : 0);
+    }
+    rc = rc ? rc
+            : pgcdc_prom_family(b, "pgcdc_sink_backlog_events", "gauge",
+                                "Events the sink has still to finish: not yet handed to it, "
+                                "waiting to be retried, or in flight");
+    for (size_t i = 0; i < p->nlanes && rc == 0; i++) {
+        const char *l[] = {"sink", p->lanes[i]->name};
+        rc = pgcdc_prom_sample_u64(b, "pgcdc_sink_backlog_events", l, 1, views[i].backlog);
     }
     rc = rc ? rc
             : pgcdc_prom_family(b, "pgcdc_sink_batch_duration_seconds", "histogram",

@@ -88,8 +88,8 @@ void pgcdc_pipeline_abort_txn(struct pgcdc_pipeline *p);
 int pgcdc_pipeline_txn_open(const struct pgcdc_pipeline *p);
 /* The open transaction's commit time (µs since 1970), for the commit-lag metric. */
 void pgcdc_pipeline_txn_time(struct pgcdc_pipeline *p, int64_t commit_ts_us);
-/* The commit time of the transaction whose end is the flushable LSN (0: none yet). */
-int64_t pgcdc_pipeline_flushed_commit_ts(const struct pgcdc_pipeline *p);
+/* The commit time of the oldest transaction not yet released by every sink (0: none). */
+int64_t pgcdc_pipeline_pending_commit_ts(const struct pgcdc_pipeline *p);
 
 /*
  * Append one event: copies the payload and the id/schema/table strings into the log.
