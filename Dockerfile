@@ -20,7 +20,7 @@ FROM debian:12-slim
 RUN apt-get update \
  && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
       libpq5 libmsgpackc2 libyaml-0-2 libnats3.4 libhiredis0.14 libmemcached11 libcurl4 \
-      libjansson4 libssl3 ca-certificates \
+      libjansson4 libmicrohttpd12 libssl3 ca-certificates \
  && rm -rf /var/lib/apt/lists/* \
  && useradd --system --home-dir /var/lib/pgcdc --create-home pgcdc
 COPY --from=build /out/usr/bin/pgcdc /usr/bin/pgcdc
@@ -28,5 +28,10 @@ COPY --from=build /out/usr/include/pgcdc /usr/include/pgcdc
 COPY --from=build /out/usr/lib/ /usr/lib/
 USER pgcdc
 WORKDIR /var/lib/pgcdc
+# /metrics, /healthz, /readyz when the config sets http.listen: 0.0.0.0:9187
+EXPOSE 9187
+# bash's /dev/tcp: the slim image has no curl. Ready = streaming and every sink delivering.
+HEALTHCHECK --interval=10s --timeout=3s --start-period=30s --retries=3 \
+  CMD ["bash", "-c", "exec 3<>/dev/tcp/127.0.0.1/9187 && printf 'GET /readyz HTTP/1.0\\r\\n\\r\\n' >&3 && grep -q '^ready' <&3"]
 ENTRYPOINT ["/usr/bin/pgcdc"]
 CMD ["--help"]

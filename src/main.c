@@ -40,6 +40,8 @@ static void usage(FILE *f)
                "Commands:\n"
                "  run      stream changes into the configured sinks, checkpointing\n"
                "  check    validate the config and preflight Postgres (exit 0 or 78)\n"
+               "  validate validate the config and every sink's settings, connecting to\n"
+               "           nothing (exit 0 or 78): for CI and config management\n"
                "  tail     print new changes as JSON lines from a temporary slot\n"
                "           (the configured slot is not touched)\n"
                "  config-reference  print every config key (Markdown)\n"
@@ -80,6 +82,32 @@ static void version(void)
         printf(" %s", (*f)()->name);
     }
     printf("\n");
+}
+
+/* pgcdc validate: the whole config, each sink's block filled by its plugin; no connections. */
+static int validate(struct pgcdc_config *cfg)
+{
+    int bad = 0;
+    for (size_t i = 0; i < cfg->nsinks; i++) {
+        const struct pgcdc_sink_plugin *pl = NULL;
+        void *handle = NULL, *block = NULL;
+        struct pgcdc_err err = {0};
+        if (pgcdc_engine_resolve_sink(cfg, i, &pl, &handle, &block, &err) != 0) {
+            fprintf(stderr, "pgcdc: %s\n", err.msg);
+            bad++;
+        }
+        free(block);
+        if (handle != NULL) {
+            pgcdc_registry_unload(handle);
+        }
+    }
+    if (bad > 0) {
+        return PGCDC_EXIT_CONFIG;
+    }
+    printf("%s: valid (source %s, slot %s, %zu sink(s))\n", cfg->filename,
+           cfg->source.name ? cfg->source.name : "(the database name)", cfg->source.slot,
+           cfg->nsinks);
+    return PGCDC_EXIT_OK;
 }
 
 /*
@@ -159,6 +187,9 @@ int main(int argc, char **argv)
     }
     else if (strcmp(cmd, "check") == 0) {
         mode = -1;
+    }
+    else if (strcmp(cmd, "validate") == 0) {
+        mode = -5;
     }
     else if (strcmp(cmd, "version") == 0) {
         version();
@@ -245,7 +276,10 @@ int main(int argc, char **argv)
     pgcdc_log_setup(lvl < 0 ? PGCDC_LOG_INFO : lvl, fmt < 0 ? PGCDC_LOGFMT_AUTO : fmt);
 
     int code;
-    if (mode == -4) {
+    if (mode == -5) {
+        code = validate(cfg);
+    }
+    else if (mode == -4) {
         code = pgcdc_slot_cli(cfg, argv[optind + 1], optind + 2 < argc ? argv[optind + 2] : NULL);
     }
     else if (mode == -3) {
