@@ -317,3 +317,41 @@ def test_systemd_unit_verifies(h):
     assert set(settings["RestartPreventExitStatus"].split()) >= {"3", "65", "78"}
     for k in ("NoNewPrivileges", "ProtectSystem", "StateDirectory", "PrivateTmp"):
         assert k in settings, k
+
+
+def test_secrets_stay_out_of_logs_metrics_and_reports(h):
+    """Passwords in the DSN and in sink URLs never show: not in the log (while sinks fail and
+    log their errors), not on /metrics, not in check's report, not on the command line."""
+    db, slot, cfg = setup(h)
+    secrets = ["SeCrEtPg1", "SeCrEtRedis2", "SeCrEtNats3", "SeCrEtHook4"]
+    dead = harness.free_port()
+    cfg["source"]["dsn"] = h.pg.dsn(db) + f" password={secrets[0]}"
+    cfg["sinks"] = [
+        {"name": "cache", "type": "redis", "url": f"redis://127.0.0.1:{dead}",
+         "password": secrets[1], "retry_max": "200ms",
+         "tables": {"public.t": {"keys": ["t:{id}"]}}},
+        {"name": "events", "type": "nats", "url": f"nats://u:{secrets[2]}@127.0.0.1:{dead}",
+         "retry_max": "200ms"},
+        {"name": "hook", "type": "webhook", "url": f"http://127.0.0.1:{dead}/in",
+         "secret": secrets[3], "retry_max": "200ms"},
+    ]
+    cfg["log"] = {"level": "debug"}
+    cfg["pipeline"] = {"shutdown_timeout": "2s"}
+    p = h.pgcdc(cfg)
+    base = http_base(p)
+    p.wait_log("streaming from slot")
+    h.pg.execute("INSERT INTO t VALUES (1, 'x')", dbname=db)
+    p.wait_log(r"sink:cache.*(retry|failed)")
+    p.wait_log(r"sink:events.*(retry|failed)")
+    with open(f"/proc/{p.pid}/cmdline", "rb") as f:
+        cmdline = f.read().decode(errors="replace")
+    metrics = harness.http_get(base + "/metrics")[1].decode()
+    p.terminate()
+    p.wait(60)
+    check = h.pgcdc_cmd(["check"], p.config_text, timeout=90)
+    texts = {"log": p.log_path.read_text(errors="replace"), "metrics": metrics,
+             "cmdline": cmdline, "check": check.stdout + check.stderr}
+    assert "password=***" in texts["check"] or "***" in texts["check"], texts["check"]
+    for where, text in texts.items():
+        for s in secrets:
+            assert s not in text, f"{s} appears in the {where}"

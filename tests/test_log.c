@@ -91,3 +91,37 @@ Test(log, debug_is_not_limited)
     captured(buf, sizeof buf);
     cr_expect(eq(sz, count(buf, "confirming"), 30));
 }
+
+static void expect_scrubbed(const char *in, const char *want)
+{
+    char buf[512];
+    snprintf(buf, sizeof buf, "%s", in);
+    pgcdc_log_scrub(buf);
+    cr_expect(eq(str, buf, (char *)want), "scrub(%s)", in);
+}
+
+Test(log, secrets_are_scrubbed_from_every_line)
+{
+    expect_scrubbed("not connected to nats://u:pw@127.0.0.1:1 yet",
+                    "not connected to nats://***@127.0.0.1:1 yet");
+    expect_scrubbed("redis://:s3cret@h:6379/0 down", "redis://***@h:6379/0 down");
+    expect_scrubbed("pool nats://a:b@h1,nats://c:d@h2", "pool nats://***@h1,nats://***@h2");
+    expect_scrubbed("postgresql://me:p%40ss@db/app?sslmode=require",
+                    "postgresql://***@db/app?sslmode=require");
+    expect_scrubbed("host=db password=hunter2 user=x", "host=db password=*** user=x");
+    expect_scrubbed("PASSWORD='a b\\' c' dbname=x", "PASSWORD=*** dbname=x");
+    expect_scrubbed("http://host/path@v2 and mailto x@y", "http://host/path@v2 and mailto x@y");
+    expect_scrubbed("already nats://***@h password=***", "already nats://***@h password=***");
+    expect_scrubbed("no secrets here", "no secrets here");
+}
+
+Test(log, a_logged_url_loses_its_password)
+{
+    pgcdc_log_setup(PGCDC_LOG_INFO, PGCDC_LOGFMT_TEXT);
+    capture();
+    pgcdc_log(PGCDC_LOG_WARN, "sink:n", "cannot reach %s", "nats://user:topsecret@10.0.0.1:4222");
+    char buf[4096];
+    captured(buf, sizeof buf);
+    cr_expect(strstr(buf, "topsecret") == NULL, "%s", buf);
+    cr_expect(strstr(buf, "nats://***@10.0.0.1:4222") != NULL, "%s", buf);
+}

@@ -1594,12 +1594,13 @@ static void report(struct report *r, int level, const char *fmt, ...)
 static void report(struct report *r, int level, const char *fmt, ...)
 {
     static const char *const tags[] = {"ok  ", "warn", "FAIL"};
+    char line[2048];
     va_list ap;
     va_start(ap, fmt);
-    printf("  %s  ", tags[level]);
-    vprintf(fmt, ap);
-    printf("\n");
+    vsnprintf(line, sizeof line, fmt, ap);
     va_end(ap);
+    pgcdc_log_scrub(line);
+    printf("  %s  %s\n", tags[level], line);
     if (level == 1) {
         r->warns++;
     }
@@ -1615,12 +1616,13 @@ static void report_cb(void *ctx, int level, const char *fmt, ...)
     static const char *const tags[] = {"ok  ", "warn", "FAIL"};
     struct report *r = ctx;
     level = level < 0 ? 0 : level > 2 ? 2 : level;
+    char line[2048];
     va_list ap;
     va_start(ap, fmt);
-    printf("  %s  ", tags[level]);
-    vprintf(fmt, ap);
-    printf("\n");
+    vsnprintf(line, sizeof line, fmt, ap);
     va_end(ap);
+    pgcdc_log_scrub(line);
+    printf("  %s  %s\n", tags[level], line);
     r->warns += level == 1;
     r->fails += level == 2;
 }

@@ -119,6 +119,61 @@ int pgcdc_log_format_from_name(const char *name)
     return -1;
 }
 
+/*
+ * The last line of defence for secrets: whatever a caller (or a plugin) formats, a URL's
+ * userinfo ("nats://user:pass@host", "redis://:pass@host") and a conninfo's "password=..."
+ * become "***" before the line is written. Callers still redact DSNs themselves (so the
+ * rest of the line keeps its meaning); this catches what slips through.
+ */
+static char *find_nocase(char *hay, const char *needle)
+{
+    size_t n = strlen(needle);
+    for (; *hay != '\0'; hay++) {
+        if (strncasecmp(hay, needle, n) == 0) {
+            return hay;
+        }
+    }
+    return NULL;
+}
+
+void pgcdc_log_scrub(char *msg)
+{
+    for (char *p = strstr(msg, "://"); p != NULL; p = strstr(p, "://")) {
+        char *auth = p + 3;
+        size_t alen = strcspn(auth, "/ \"',;?#\t\n");
+        char *at = NULL;
+        for (char *q = auth; q < auth + alen; q++) {
+            if (*q == '@') {
+                at = q; /* the last '@' of the authority ends the userinfo */
+            }
+        }
+        if (at != NULL && !(at - auth == 3 && strncmp(auth, "***", 3) == 0)) {
+            memmove(auth + 3, at, strlen(at) + 1);
+            memcpy(auth, "***", 3);
+        }
+        p = auth;
+    }
+    for (char *p = find_nocase(msg, "password="); p != NULL; p = find_nocase(p, "password=")) {
+        char *v = p + 9;
+        size_t vlen;
+        if (*v == '\'') { /* 'quoted', with \' escapes */
+            vlen = 1;
+            while (v[vlen] != '\0' && v[vlen] != '\'') {
+                vlen += v[vlen] == '\\' && v[vlen + 1] != '\0' ? 2 : 1;
+            }
+            vlen += v[vlen] == '\'';
+        }
+        else {
+            vlen = strcspn(v, " \"\t\n");
+        }
+        if (!(vlen == 3 && strncmp(v, "***", 3) == 0)) {
+            memmove(v + 3, v + vlen, strlen(v + vlen) + 1);
+            memcpy(v, "***", 3);
+        }
+        p = v;
+    }
+}
+
 /* Append s to dst as the inside of a JSON string. */
 static size_t json_escape(char *dst, size_t cap, size_t pos, const char *s)
 {
@@ -153,6 +208,7 @@ void pgcdc_vlog(int level, const char *component, const char *fmt, va_list ap)
     clock_gettime(CLOCK_REALTIME, &ts);
     char msg[1024];
     vsnprintf(msg, sizeof msg, fmt, ap);
+    pgcdc_log_scrub(msg);
     struct timespec mono;
     clock_gettime(CLOCK_MONOTONIC, &mono);
     unsigned long dropped;

@@ -29,6 +29,10 @@ void pgcdc_log(int level, const char *component, const char *fmt, ...)
 void pgcdc_vlog(int level, const char *component, const char *fmt, va_list ap)
     __attribute__((format(printf, 3, 0)));
 
+/* Replace URL userinfo and "password=" values in msg (NUL-terminated, edited in place; it
+ * never grows) by "***". Every log line and check report line goes through it. */
+void pgcdc_log_scrub(char *msg);
+
 #define PGCDC_LSN_FMT       "%X/%X"
 #define PGCDC_LSN_ARGS(lsn) (unsigned)((uint64_t)(lsn) >> 32), (unsigned)((uint64_t)(lsn))
 

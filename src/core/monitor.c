@@ -146,9 +146,9 @@ static void poll_slot(struct pgcdc_monitor *mon)
         atomic_store(&m->slot_active, 0);
         atomic_store(&m->slot_retained_bytes, -1);
         atomic_store(&m->slot_wal_status, -1);
-        if (!mon->warned_missing) {
-            pgcdc_log(PGCDC_LOG_WARN, "monitor", "slot %s is not in pg_replication_slots",
-                      mon->slot);
+        if (mon->last_status >= 0 && !mon->warned_missing) { /* it was there: dropped */
+            pgcdc_log(PGCDC_LOG_WARN, "monitor",
+                      "slot %s is no longer in pg_replication_slots (dropped?)", mon->slot);
             mon->warned_missing = 1;
         }
         PQclear(res);
