@@ -232,7 +232,8 @@ def test_systemd_notify(h):
         p.env = {"NOTIFY_SOCKET": path, "WATCHDOG_USEC": "1000000"}
         p.start()
         wait_until(lambda: any("READY=1" in m for m in drain()), 30, 0.1, "READY=1")
-        assert any("STATUS=streaming from slot" in m for m in got), got
+        wait_until(lambda: any("STATUS=streaming from slot" in m for m in drain()), 30, 0.1,
+                   "STATUS=streaming")
         wait_until(lambda: any("WATCHDOG=1" in m for m in drain()), 10, 0.1, "WATCHDOG=1")
         n = len(got)
         p.signal(signal.SIGHUP)
@@ -242,6 +243,20 @@ def test_systemd_notify(h):
         p.terminate()
         assert p.wait(30) == 0
         assert any("STOPPING=1" in m for m in drain()), got
+        # Postgres unreachable: started all the same (waiting for it is the job), saying so,
+        # and the watchdog is fed while it waits.
+        got.clear()
+        cfg["source"]["dsn"] = f"host=127.0.0.1 port={harness.free_port()} dbname=x user=x"
+        q = h.pgcdc(cfg, name="pgcdc-nopg", start=False)
+        q.env = {"NOTIFY_SOCKET": path, "WATCHDOG_USEC": "1000000"}
+        q.start()
+        wait_until(lambda: any("READY=1" in m for m in drain()), 30, 0.1, "READY=1 without PG")
+        wait_until(lambda: any("STATUS=reconnecting to Postgres" in m for m in drain()), 30, 0.1)
+        n = sum("WATCHDOG=1" in m for m in got)
+        wait_until(lambda: sum("WATCHDOG=1" in m for m in drain()) >= n + 3, 10, 0.1,
+                   "watchdog pings while reconnecting")
+        q.terminate()
+        assert q.wait(30) == 0
     finally:
         sock.close()
 

@@ -189,9 +189,9 @@ struct engine {
     int64_t last_iter_ms;
     int blocked, was_blocked; /* this / the previous turn could not read: the log was full */
     int64_t sd_watchdog_ms, next_sd_watchdog;
-    int sd_ready;
     int connects;
     int reloads_seen;
+    size_t cfg_nsinks; /* sinks in the file (0: the implicit stdout sink runs) */
 };
 
 static void mirror_metrics(struct engine *e);
@@ -445,29 +445,34 @@ static const struct pgcdc_rel *need_rel(struct engine *e, uint32_t relid, struct
     return rel;
 }
 
-/* A heartbeat the monitor wrote: prefix "pgcdc", content "hb:<digits>". */
-static int is_heartbeat(const struct pgcdc_pgo_message *msg)
+/*
+ * A heartbeat some pgcdc wrote: prefix "pgcdc", content "hb:<slot>:<unix ms>". Every one is
+ * consumed (another pgcdc's heartbeats on the same database are no event either); *ours is
+ * set when it names this process's slot, and *sent_ms to its time.
+ */
+static int is_heartbeat(const struct engine *e, const struct pgcdc_pgo_message *msg, int *ours,
+                        int64_t *sent_ms)
 {
     size_t hl = sizeof PGCDC_HEARTBEAT_CONTENT - 1;
     if (strcmp(msg->prefix, PGCDC_HEARTBEAT_PREFIX) != 0 || msg->content_len <= hl ||
-        msg->content_len > 32 || memcmp(msg->content, PGCDC_HEARTBEAT_CONTENT, hl) != 0) {
+        msg->content_len > 120 || memcmp(msg->content, PGCDC_HEARTBEAT_CONTENT, hl) != 0) {
         return 0;
     }
-    for (size_t i = hl; i < msg->content_len; i++) {
-        if (msg->content[i] < '0' || msg->content[i] > '9') {
-            return 0;
-        }
+    char buf[128];
+    memcpy(buf, msg->content + hl, msg->content_len - hl);
+    buf[msg->content_len - hl] = '\0';
+    char *colon = strrchr(buf, ':');
+    if (colon == NULL || colon[1] == '\0' || strspn(colon + 1, "0123456789") != strlen(colon + 1)) {
+        return 0;
     }
+    *colon = '\0';
+    *ours = strcmp(buf, e->slot) == 0;
+    *sent_ms = strtoll(colon + 1, NULL, 10);
     return 1;
 }
 
-static void heartbeat_seen(struct engine *e, const struct pgcdc_pgo_message *msg)
+static void heartbeat_seen(struct engine *e, int64_t sent)
 {
-    char digits[40];
-    size_t hl = sizeof PGCDC_HEARTBEAT_CONTENT - 1;
-    memcpy(digits, msg->content + hl, msg->content_len - hl);
-    digits[msg->content_len - hl] = '\0';
-    int64_t sent = strtoll(digits, NULL, 10);
     int64_t lat = wall_ms() - sent;
     atomic_store_explicit(&e->m->heartbeat_latency_ms, lat > 0 ? lat : 0, memory_order_relaxed);
     atomic_fetch_add_explicit(&e->m->heartbeats_seen, 1, memory_order_relaxed);
@@ -576,9 +581,13 @@ static int handle_pgoutput(struct engine *e, const uint8_t *data, size_t len, ui
         return 0;
     case PGCDC_PGO_MESSAGE: {
         int transactional = (m->u.message.flags & 1) && e->in_txn;
-        if (transactional && is_heartbeat(&m->u.message)) {
-            heartbeat_seen(e, &m->u.message);
-            return 0; /* ours: not an event (its transaction still moves the flush LSN) */
+        int ours = 0;
+        int64_t sent = 0;
+        if (transactional && is_heartbeat(e, &m->u.message, &ours, &sent)) {
+            if (ours) {
+                heartbeat_seen(e, sent);
+            }
+            return 0; /* not an event (its transaction still moves the flush LSN) */
         }
         if (!transactional) {
             /* A non-transactional message is its own unit: id (lsn, 0). */
@@ -940,6 +949,15 @@ static int stream(struct engine *e, struct pgcdc_err *err)
 
 #define STORE(field, v) atomic_store_explicit(&e->m->field, (v), memory_order_relaxed)
 
+/* systemd's watchdog (WatchdogSec): a ping at half its period, from every loop that waits. */
+static void sd_keepalive(struct engine *e, int64_t now)
+{
+    if (e->sd_watchdog_ms > 0 && now >= e->next_sd_watchdog) {
+        pgcdc_sd_notify("WATCHDOG=1");
+        e->next_sd_watchdog = now + e->sd_watchdog_ms / 2;
+    }
+}
+
 /* Copy the source thread's state into the metrics (once per loop: a few plain stores). */
 static void mirror_metrics(struct engine *e)
 {
@@ -959,10 +977,7 @@ static void mirror_metrics(struct engine *e)
     STORE(pending_commit_us, pgcdc_pipeline_pending_commit_ts(e->pipe));
     /* The loop runs at least every status interval; three missed turns is a hang. */
     STORE(alive_until_ms, now + 3 * e->status_interval_ms + 5000);
-    if (e->sd_watchdog_ms > 0 && now >= e->next_sd_watchdog) {
-        pgcdc_sd_notify("WATCHDOG=1");
-        e->next_sd_watchdog = now + e->sd_watchdog_ms / 2;
-    }
+    sd_keepalive(e, now);
 }
 
 /* About to block outside the loop (connect, backoff) for up to `ms`: still alive. */
@@ -1077,8 +1092,18 @@ static void reload(struct engine *e)
      * reloadable settings are applied either way. */
     size_t applied = 0;
     size_t nsinks = e->cfg->nsinks;
-    for (size_t i = 0; i < n->nsinks; i++) {
-        const struct pgcdc_sink_config *ns = &n->sinks[i];
+    for (size_t i = 0; i < n->nsinks || (i == 0 && n->nsinks == 0 && e->cfg_nsinks == 0); i++) {
+        /* A file without sinks runs the implicit stdout sink: reload its common settings
+         * from the defaults. */
+        struct pgcdc_sink_config implicit;
+        const struct pgcdc_sink_config *ns = n->nsinks > 0 ? &n->sinks[i] : NULL;
+        if (ns == NULL) {
+            struct pgcdc_err derr = {0};
+            if (pgcdc_config_default_sink(n, "stdout", "stdout", &implicit, &derr) != 0) {
+                break;
+            }
+            ns = &implicit;
+        }
         const struct pgcdc_sink_config *os = NULL;
         for (size_t j = 0; j < nsinks && os == NULL; j++) {
             if (strcmp(e->cfg->sinks[j].name, ns->name) == 0) {
@@ -1104,8 +1129,20 @@ static void reload(struct engine *e)
             applied++;
         }
     }
-    if (n->nsinks < nsinks) {
-        pgcdc_log(PGCDC_LOG_WARN, "reload", "a sink was removed; restart pgcdc to remove it");
+    for (size_t j = 0; j < nsinks && n->nsinks > 0; j++) {
+        int kept = 0;
+        for (size_t i = 0; i < n->nsinks && !kept; i++) {
+            kept = strcmp(n->sinks[i].name, e->cfg->sinks[j].name) == 0;
+        }
+        if (!kept) {
+            pgcdc_log(PGCDC_LOG_WARN, "reload", "sink %s: removed; restart pgcdc to remove it",
+                      e->cfg->sinks[j].name);
+            restart++;
+        }
+    }
+    if (n->nsinks == 0 && e->cfg_nsinks > 0) {
+        pgcdc_log(PGCDC_LOG_WARN, "reload",
+                  "no sinks: restart pgcdc to replace the configured ones by stdout");
         restart++;
     }
     e->cfg->pipeline.shutdown_timeout_ms = n->pipeline.shutdown_timeout_ms;
@@ -1230,7 +1267,8 @@ static int connect_and_start(struct engine *e, struct pgcdc_err *err)
                     err, PGCDC_ESLOT,
                     "replication slot %s is missing, but %s/checkpoint shows this pipeline "
                     "consumed it up to " PGCDC_LSN_FMT ": a new slot would silently skip "
-                    "changes. Re-snapshot: remove %s and start again (or restore the slot)",
+                    "changes. Restore the slot, or Re-snapshot: move %s aside (keep its dlq/ "
+                    "folder: the dead letters) and re-sync the sinks",
                     e->slot, e->cfg->checkpoint.path, PGCDC_LSN_ARGS(e->cp.lsn),
                     e->cfg->checkpoint.path);
             }
@@ -1309,8 +1347,7 @@ static int connect_and_start(struct engine *e, struct pgcdc_err *err)
     e->last_status_ms = mono_ms();
     e->last_recv_ms = mono_ms();
     STORE(streaming, 1);
-    pgcdc_sd_notifyf("%sSTATUS=streaming from slot %s", e->sd_ready ? "" : "READY=1\n", e->slot);
-    e->sd_ready = 1;
+    pgcdc_sd_notifyf("STATUS=streaming from slot %s", e->slot);
     return 0;
 }
 
@@ -1369,8 +1406,9 @@ static void backoff_sleep(struct engine *e, int64_t ms)
         if (left <= 0) {
             break;
         }
+        sd_keepalive(e, mono_ms());
         struct pollfd pfd = {.fd = signal_pipe[0], .events = POLLIN};
-        if (poll(&pfd, signal_pipe[0] >= 0 ? 1 : 0, (int)left) > 0) {
+        if (poll(&pfd, signal_pipe[0] >= 0 ? 1 : 0, left > 1000 ? 1000 : (int)left) > 0) {
             char c[16];
             ssize_t r = read(signal_pipe[0], c, sizeof c);
             (void)r;
@@ -1452,6 +1490,7 @@ int pgcdc_engine_run(struct pgcdc_config *cfg, int mode)
     struct pgcdc_sink_config stdout_sink;
     struct pgcdc_sink_config *cfg_sinks = cfg->sinks;
     size_t cfg_nsinks = cfg->nsinks;
+    e.cfg_nsinks = cfg->nsinks;
     if (mode == PGCDC_MODE_TAIL || cfg->nsinks == 0) {
         if (pgcdc_config_default_sink(cfg, "stdout", "stdout", &stdout_sink, &err) != 0) {
             pgcdc_log(PGCDC_LOG_ERROR, "engine", "%s", err.msg);
@@ -1511,10 +1550,8 @@ int pgcdc_engine_run(struct pgcdc_config *cfg, int mode)
                   pgcdc_http_address(e.http));
     }
     if (mode == PGCDC_MODE_RUN &&
-        (cfg->source.heartbeat_interval_ms > 0 ||
-         (cfg->source.slot_poll_interval_ms > 0 && cfg->http.listen != NULL))) {
-        if (pgcdc_monitor_start(cfg->source.dsn, e.slot,
-                                cfg->http.listen != NULL ? cfg->source.slot_poll_interval_ms : 0,
+        (cfg->source.heartbeat_interval_ms > 0 || cfg->source.slot_poll_interval_ms > 0)) {
+        if (pgcdc_monitor_start(cfg->source.dsn, e.slot, cfg->source.slot_poll_interval_ms,
                                 cfg->source.heartbeat_interval_ms, e.m, &e.mon, &err) != 0) {
             pgcdc_log(PGCDC_LOG_ERROR, "engine", "%s", err.msg);
             goto out;
@@ -1547,6 +1584,10 @@ int pgcdc_engine_run(struct pgcdc_config *cfg, int mode)
                       PGCDC_LSN_ARGS(e.cp.lsn));
         }
     }
+    /* Ready for systemd once set up, not once streaming: a Postgres that is down would
+     * otherwise fail `systemctl start` after TimeoutStartSec, when waiting for it is the job.
+     * Whether it streams is /readyz's to say. */
+    pgcdc_sd_notify("READY=1\nSTATUS=connecting to Postgres");
     code = run_loop(&e);
 
 out:

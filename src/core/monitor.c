@@ -145,6 +145,7 @@ static void poll_slot(struct pgcdc_monitor *mon)
     if (PQntuples(res) != 1) {
         atomic_store(&m->slot_active, 0);
         atomic_store(&m->slot_retained_bytes, -1);
+        atomic_store(&m->slot_safe_wal_bytes, -1);
         atomic_store(&m->slot_wal_status, -1);
         if (mon->last_status >= 0 && !mon->warned_missing) { /* it was there: dropped */
             pgcdc_log(PGCDC_LOG_WARN, "monitor",
@@ -185,8 +186,9 @@ static void poll_slot(struct pgcdc_monitor *mon)
 static void heartbeat(struct pgcdc_monitor *mon)
 {
     struct pgcdc_err err = {0};
-    char content[48];
-    snprintf(content, sizeof content, PGCDC_HEARTBEAT_CONTENT "%lld", (long long)wall_ms());
+    char content[112];
+    snprintf(content, sizeof content, PGCDC_HEARTBEAT_CONTENT "%s:%lld", mon->slot,
+             (long long)wall_ms());
     const char *params[] = {content};
     PGresult *res = timed_exec(
         mon, "SELECT pg_catalog.pg_logical_emit_message(true, '" PGCDC_HEARTBEAT_PREFIX "', $1)", 1,

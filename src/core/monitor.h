@@ -3,7 +3,7 @@
  * monitor.h - the side connection: a thread with its own ordinary (non-replication) Postgres
  * connection that polls the slot's row in pg_replication_slots (retained WAL, wal_status,
  * safe_wal_size, active) into the metrics, warns when the slot is at risk, and, when asked,
- * writes heartbeats with pg_logical_emit_message(true, 'pgcdc', 'hb:<unix ms>') (reference
+ * writes heartbeats with pg_logical_emit_message(true, 'pgcdc', 'hb:<slot>:<unix ms>') (reference
  * §6.5) so an idle slot still advances and the end-to-end latency is measured.
  *
  * Every query has a 5 s budget: a server that does not answer costs the thread a reconnect,

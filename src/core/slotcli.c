@@ -40,7 +40,7 @@ static int slot_status(PGconn *conn, struct pgcdc_config *cfg)
         "s.confirmed_flush_lsn, s.wal_status, s.safe_wal_size, pg_catalog.pg_current_wal_lsn(), "
         "pg_catalog.pg_wal_lsn_diff(pg_catalog.pg_current_wal_lsn(), s.restart_lsn), "
         "pg_catalog.pg_wal_lsn_diff(pg_catalog.pg_current_wal_lsn(), s.confirmed_flush_lsn), "
-        "(SELECT setting FROM pg_catalog.pg_settings WHERE name = 'max_slot_wal_keep_size'), "
+        "pg_catalog.current_setting('max_slot_wal_keep_size'), "
         "s.temporary "
         "FROM pg_catalog.pg_replication_slots s WHERE s.slot_name = $1",
         1, NULL, params, NULL, NULL, 0);
@@ -97,7 +97,7 @@ static int slot_status(PGconn *conn, struct pgcdc_config *cfg)
     printf("  safe_wal_size        %s%s\n", safe,
            PQgetisnull(res, 0, 8) ? " (max_slot_wal_keep_size = -1: WAL is kept without limit)"
                                   : "");
-    printf("  max_slot_wal_keep_size %s\n", PQgetvalue(res, 0, 12));
+    printf("  keep size limit      %s (max_slot_wal_keep_size)\n", PQgetvalue(res, 0, 12));
     if (have_cp) {
         printf("  checkpoint           " PGCDC_LSN_FMT " (%s)\n", PGCDC_LSN_ARGS(cp.lsn),
                cfg->checkpoint.path);
@@ -155,8 +155,8 @@ static int slot_drop(PGconn *conn, struct pgcdc_config *cfg, const char *confirm
     int found = 0;
     if (pgcdc_checkpoint_read(cfg->checkpoint.path, &cp, &found, &err) == 0 && found) {
         printf("%s/checkpoint still records " PGCDC_LSN_FMT " on that slot, so pgcdc run will "
-               "refuse to start (exit 3) rather than skip changes. To start afresh, remove %s "
-               "(and re-snapshot the sinks).\n",
+               "refuse to start (exit 3) rather than skip changes. To start afresh, move %s "
+               "aside (keep its dlq/ folder: the dead letters) and re-sync the sinks.\n",
                cfg->checkpoint.path, PGCDC_LSN_ARGS(cp.lsn), cfg->checkpoint.path);
     }
     return PGCDC_EXIT_OK;
