@@ -95,8 +95,10 @@ MATRIX = [
       "test_memcached::test_truncate_flush_all_empties_every_server"]),
     ("R24", "TLS everywhere (Postgres verify-full, NATS, HTTPS), and the negative cases", "quick",
      ["test_fault_tls::test_r24_tls_everywhere_and_the_negative_cases"]),
-    ("R25", "config reload on SIGHUP", "-", "not yet: SIGHUP reload is part of the operations "
-     "issue"),
+    ("R25", "config reload on SIGHUP: a valid file, a structural change, an invalid file",
+     "quick",
+     ["test_operations::test_sighup_reloads_a_valid_file_and_keeps_the_old_on_an_invalid_one",
+      "test_operations::test_systemd_notify"]),
     ("R26", "startup with the broker down", "quick", ["test_nats::test_nats_down_when_pgcdc_starts"]),
     ("R27", "decoder/encoder robustness", "quick",
      "scripts/fuzz (the fuzz suite of scripts/test): libFuzzer on the pgoutput stream, the "
