@@ -1,6 +1,7 @@
 # SPDX-License-Identifier: Apache-2.0
-"""Shared by the JetStream fault scenarios (test_nats.py, faults/): the ledger workload into
-a stream with a fault applied mid-way, the flush-LSN sampler, and the verdict.
+"""Shared by the fault scenarios (test_nats.py, faults/): the ledger workload into a JetStream
+stream with a fault applied mid-way, the flush-LSN samplers (Sampler for streams,
+FlushSampler with an observer for files, search indexes and caches), and the verdict.
 
     p, msgs = run_scenario(h, fault, n_txn=3000)   # fault(p, nats, writer) runs mid-workload
 
@@ -89,6 +90,192 @@ class Sampler(threading.Thread):
                               f"stream: message #{late[0] + 1} was not stored yet "
                               f"(stream had {count})")
         return len(self.samples)
+
+
+class FlushSampler(threading.Thread):
+    """The 100 ms flush invariant for any sink: every 100 ms, the slot's confirmed_flush_lsn
+    (read first), then `observe()`, what the sink holds at that moment. Afterwards
+    check(verify) calls verify(lsn, observed) for each sample: it must show that every event
+    of a transaction committed before lsn (commit_lsn < lsn) was already in the sink.
+
+    Reading the slot first makes the check conservative: the sink can only have gained
+    events between the two reads. A sample whose observation fails (a server paused or
+    down) is skipped and counted."""
+
+    def __init__(self, pg, slot, observe, interval=0.1):
+        super().__init__(daemon=True)
+        self.pg, self.slot, self.observe, self.interval = pg, slot, observe, interval
+        self.samples = []
+        self.skipped = 0
+        self.stop_ev = threading.Event()
+
+    def run(self):
+        conn = None
+        while not self.stop_ev.wait(self.interval):
+            try:
+                if conn is None or conn.closed:
+                    conn = psycopg2.connect(self.pg.dsn(), connect_timeout=2)
+                    conn.autocommit = True
+                cur = conn.cursor()
+                cur.execute("SELECT confirmed_flush_lsn::text FROM pg_replication_slots "
+                            "WHERE slot_name = %s", (self.slot,))
+                row = cur.fetchone()
+                if row is None or row[0] is None:
+                    continue
+                lsn = lsn_to_int(row[0])
+            except Exception:
+                if conn is not None:
+                    conn.close()
+                self.skipped += 1
+                continue
+            try:
+                seen = self.observe()
+            except Exception:
+                self.skipped += 1
+                continue
+            self.samples.append((lsn, seen))
+        if conn is not None:
+            conn.close()
+
+    def __enter__(self):
+        self.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.stop_ev.set()
+        self.join(10)
+
+    def check(self, verify):
+        for lsn, seen in self.samples:
+            verify(lsn, seen)
+        assert self.samples, f"no flush sample was taken ({self.skipped} skipped)"
+        return len(self.samples)
+
+
+def file_lines(path):
+    """An observer for a stdout sink writing JSON lines to path: complete lines so far."""
+    def observe():
+        try:
+            with open(path, "rb") as f:
+                return f.read().count(b"\n")
+        except FileNotFoundError:
+            return 0
+    return observe
+
+
+def verify_file(events):
+    """verify() for file_lines: the events (file order) of transactions before the flush LSN
+    were among the lines already written."""
+    lsns = [e["source"]["commit_lsn"] for e in events]
+
+    def verify(lsn, count):
+        late = [i for i, c in enumerate(lsns) if c < lsn and i >= count]
+        assert not late, (f"confirmed_flush_lsn {harness.int_to_lsn(lsn)} was ahead of the "
+                          f"sink: line {late[0] + 1} was not written yet ({count} were)")
+    return verify
+
+
+def verify_index(events, key="id"):
+    """verify() for a search index observed as {doc id: {"version": lsn, ...}} (searchd's
+    dump): for every row, the last change committed before the flush LSN is in the index
+    (its document has at least that version), or a later delete removed it."""
+    by_key = {}
+    for e in events:
+        if e["op"] in ("c", "u", "d"):
+            row = e["after"] if e["op"] != "d" else e["before"]
+            by_key.setdefault(str(row[key]), []).append((e["source"]["commit_lsn"],
+                                                         e["source"]["lsn"], e["op"]))
+
+    def verify(lsn, docs):
+        for k, changes in by_key.items():
+            before = [c for c in changes if c[0] < lsn]
+            if not before:
+                continue
+            _, ev_lsn, op = before[-1]
+            doc = docs.get(k)
+            if doc is not None:
+                assert doc["version"] >= ev_lsn, (
+                    f"confirmed_flush_lsn {harness.int_to_lsn(lsn)} was ahead of the index: "
+                    f"doc {k} at version {doc['version']}, its change at {ev_lsn} not applied")
+            elif op != "d":
+                deleted_later = any(c[2] == "d" and c[1] > ev_lsn for c in changes)
+                assert deleted_later, (
+                    f"confirmed_flush_lsn {harness.int_to_lsn(lsn)} was ahead of the index: "
+                    f"doc {k} missing, its change at {ev_lsn} not applied")
+    return verify
+
+
+class RedisMonitor(threading.Thread):
+    """Redis's MONITOR on its own connection: (server time, command, args) of every command
+    the server ran, in order. An observer of the cache sinks' invalidations."""
+
+    def __init__(self, port):
+        super().__init__(daemon=True)
+        import socket
+        self.sock = socket.create_connection((harness.HOST, port), timeout=5)
+        self.sock.sendall(b"MONITOR\r\n")
+        self.lock = threading.Lock()
+        self.commands = []
+        self.buf = b""
+        self.stop_ev = threading.Event()
+
+    def run(self):
+        import re
+        rx = re.compile(rb'^\+(\d+\.\d+) \[\d+ [^\]]*\] (.*)$')
+        self.sock.settimeout(0.2)
+        while not self.stop_ev.is_set():
+            try:
+                data = self.sock.recv(65536)
+            except OSError:
+                continue
+            if not data:
+                break
+            self.buf += data
+            *lines, self.buf = self.buf.split(b"\r\n")
+            got = []
+            for line in lines:
+                m = rx.match(line)
+                if m:
+                    args = [a.decode(errors="replace") for a in re.findall(rb'"((?:[^"\\]|\\.)*)"',
+                                                                          m.group(2))]
+                    got.append((float(m.group(1)), args[0].upper() if args else "", args[1:]))
+            with self.lock:
+                self.commands.extend(got)
+
+    def snapshot(self):
+        with self.lock:
+            return list(self.commands)
+
+    def stop(self):
+        self.stop_ev.set()
+        self.join(5)
+        self.sock.close()
+
+
+def verify_invalidated(events, key_of):
+    """verify() for a RedisMonitor snapshot: for every key, the last change committed before
+    the flush LSN was followed (server clock = commit clock, one machine) by an UNLINK or DEL
+    of that key before the sample was taken."""
+    last = []
+    for e in events:
+        if e["op"] in ("c", "u", "d"):
+            last.append((e["source"]["commit_lsn"], e["source"]["ts_us"] / 1e6, key_of(e)))
+
+    def verify(lsn, commands):
+        when = {}
+        for t, cmd, args in commands:
+            if cmd in ("UNLINK", "DEL"):
+                for a in args:
+                    when.setdefault(a, []).append(t)
+        newest = {}
+        for commit_lsn, ts, k in last:
+            if commit_lsn < lsn:
+                newest[k] = ts
+        for k, ts in newest.items():
+            assert any(t >= ts for t in when.get(k, ())), (
+                f"confirmed_flush_lsn {harness.int_to_lsn(lsn)} was ahead of the cache: "
+                f"{k} changed at {ts:.3f} was not invalidated after that")
+    return verify
 
 
 def nats_sink(url, **kw):

@@ -310,3 +310,43 @@ def test_fault_matrix_names_only_tests_that_exist():
     r = subprocess.run([sys.executable, str(harness.REPO / "integration" / "faults" / "matrix.py"),
                         "--check"], capture_output=True, text=True, timeout=60)
     assert r.returncode == 0, r.stdout + r.stderr
+
+
+def _ev(op, commit, lsn, ts_us, **row):
+    e = {"op": op, "source": {"commit_lsn": commit, "lsn": lsn, "ts_us": ts_us}, "key": row}
+    e["after" if op != "d" else "before"] = row
+    e["before" if op != "d" else "after"] = None
+    return e
+
+
+def test_flush_verifiers_catch_a_flush_ahead_of_the_sink():
+    """The 100 ms samplers' verdicts (faultlib): each passes a flush behind the sink and
+    fails one ahead of it, for files, search indexes and cache invalidations."""
+    import faultlib
+    evs = [_ev("c", 100, 90, 1_000_000, id=1), _ev("u", 200, 190, 2_000_000, id=1),
+           _ev("d", 300, 290, 3_000_000, id=2)]
+
+    def fails(verify, *a):
+        try:
+            verify(*a)
+        except AssertionError:
+            return True
+        return False
+
+    vf = faultlib.verify_file(evs)
+    vf(150, 1)
+    vf(250, 2)
+    assert fails(vf, 250, 1), "flush past a line not yet written"
+
+    vi = faultlib.verify_index(evs)
+    vi(150, {"1": {"version": 90}})
+    vi(250, {"1": {"version": 190}})
+    vi(350, {"1": {"version": 190}})  # doc 2 deleted: absent is right
+    assert fails(vi, 250, {"1": {"version": 90}}), "update not in the index"
+    assert fails(vi, 150, {}), "insert not in the index"
+
+    vr = faultlib.verify_invalidated(evs, lambda e: f"k:{e['key']['id']}")
+    vr(150, [(1.5, "UNLINK", ["k:1"])])
+    vr(250, [(1.5, "UNLINK", ["k:1"]), (2.5, "DEL", ["k:1", "k:9"])])
+    assert fails(vr, 250, [(1.5, "UNLINK", ["k:1"])]), "invalidated before the update only"
+    assert fails(vr, 350, [(2.5, "UNLINK", ["k:1"])]), "k:2 never invalidated"

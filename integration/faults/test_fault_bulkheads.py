@@ -15,6 +15,7 @@ import time
 
 import harness
 import natslib
+from faultlib import FlushSampler, RedisMonitor, file_lines, verify_file, verify_invalidated
 from harness import make_config, wait_until, lsn_to_int
 
 TIMEOUT = 240
@@ -46,6 +47,13 @@ def test_a_stalled_sink_does_not_delay_the_others_within_its_budget(h):
     p.wait_log("streaming from slot")
     base = harness.metrics_base(p)
     before = flush_lsn(h.pg, "stall")
+    mon = RedisMonitor(r.port)
+    mon.start()
+    # Two samplers: the flush never passes what the file has, nor what Redis has done.
+    file_s = FlushSampler(h.pg, "stall", file_lines(p.events_path))
+    redis_s = FlushSampler(h.pg, "stall", mon.snapshot, interval=0.25)
+    file_s.start()
+    redis_s.start()
     r.pause()
     try:
         h.pg.execute("INSERT INTO t SELECT g, 'v' FROM generate_series(1, 2000) g", dbname=db)
@@ -66,6 +74,13 @@ def test_a_stalled_sink_does_not_delay_the_others_within_its_budget(h):
         r.resume()
     end = current_lsn(h.pg)
     wait_until(lambda: flush_lsn(h.pg, "stall") >= end, 60, 0.2, "the checkpoint to catch up")
+    for s in (file_s, redis_s):
+        s.stop_ev.set()
+        s.join(10)
+    mon.stop()
+    events = p.events()
+    file_s.check(verify_file(events))
+    redis_s.check(verify_invalidated(events, lambda e: f"t:{e['key']['id']}"))
     m = wait_until(lambda: (lambda m: harness.metric(m, "pgcdc_buffer_events") == 0 and m)(
         harness.scrape_metrics(base)), 30, 0.2, "the buffer to empty")
     assert harness.metric(m, "pgcdc_commit_lag_seconds") == 0

@@ -17,6 +17,8 @@ import json
 import time
 
 import harness
+from faultlib import (FlushSampler, RedisMonitor, file_lines, verify_file, verify_index,
+                      verify_invalidated)
 from faultproxy import FaultProxy
 from harness import make_config, wait_until, lsn_to_int
 from ledger import Writer, setup_ledger
@@ -41,16 +43,19 @@ def test_r7_half_open_replication_connection(h):
         cfg["source"]["reconnect_max"] = "1s"
         p = h.pgcdc(cfg)
         p.wait_log("streaming from slot")
-        pg.execute("INSERT INTO t SELECT generate_series(1, 100)", dbname=db)
-        p.wait_events(101)
-        proxy.blackhole()  # the open connection goes silent; new ones pass
-        pg.execute("INSERT INTO t SELECT generate_series(101, 200)", dbname=db)
-        p.wait_log("nothing from the server", timeout=40)
-        # The walsender behind the dead connection times out by itself (wal_sender_timeout)
-        # and frees the slot; pgcdc, reconnected through the proxy, takes it back.
-        p.wait_log("streaming from slot", timeout=60)
-        pg.execute("INSERT INTO t SELECT generate_series(201, 300)", dbname=db)
-        caught_up(pg, "half")
+        with FlushSampler(pg, "half", file_lines(p.events_path)) as sampler:
+            pg.execute("INSERT INTO t SELECT generate_series(1, 100)", dbname=db)
+            p.wait_events(101)
+            proxy.blackhole()  # the open connection goes silent; new ones pass
+            pg.execute("INSERT INTO t SELECT generate_series(101, 200)", dbname=db)
+            p.wait_log("nothing from the server", timeout=40)
+            # The walsender behind the dead connection times out by itself
+            # (wal_sender_timeout) and frees the slot; pgcdc, reconnected through the proxy,
+            # takes it back.
+            p.wait_log("streaming from slot", timeout=60)
+            pg.execute("INSERT INTO t SELECT generate_series(201, 300)", dbname=db)
+            caught_up(pg, "half")
+        sampler.check(verify_file(p.events()))
         ids = {e["after"]["id"] for e in p.events() if e["op"] == "c"}
         assert ids == set(range(1, 301)), f"missing {sorted(set(range(1, 301)) - ids)[:10]}"
         assert proxy.accepted >= 2
@@ -69,19 +74,30 @@ def test_r14_redis_answering_late(h):
         sink = {"name": "cache", "type": "redis", "url": f"redis://{proxy.addr}",
                 "tables": {"public.kv": {"keys": ["kv:{k}"]}}, "timeout": "300ms",
                 "retry_max": "1s", "max_attempts": 2, "on_poison": "dlq"}
-        cfg = make_config(h.pg.dsn(db), slot, slot, tables=["public.kv"], sinks=[sink],
+        # A second sink writes the events down: what the sampler's verdict is checked against.
+        witness = {"name": "witness", "type": "stdout", "path": "@EVENTS@"}
+        cfg = make_config(h.pg.dsn(db), slot, slot, tables=["public.kv"],
+                          sinks=[sink, witness],
                           pipeline={"buffer_bytes": "1MiB", "max_events": 4096})
         p = h.pgcdc(cfg)
         p.wait_log("streaming from slot")
-        proxy.delay(0.5)
-        w = Writer(h.pg.dsn(db), 3000, seed=14)
-        w.start()
-        time.sleep(8)
-        rss = harness.rss_kb(p.pid)
-        proxy.normal()
-        w.join(120)
-        assert w.error is None, w.error
-        caught_up(h.pg, slot)
+        mon = RedisMonitor(r.port)
+        mon.start()
+        try:
+            with FlushSampler(h.pg, slot, mon.snapshot, interval=0.25) as sampler:
+                proxy.delay(0.5)
+                w = Writer(h.pg.dsn(db), 3000, seed=14)
+                w.start()
+                time.sleep(8)
+                rss = harness.rss_kb(p.pid)
+                proxy.normal()
+                w.join(120)
+                assert w.error is None, w.error
+                caught_up(h.pg, slot)
+        finally:
+            mon.stop()
+        n = sampler.check(verify_invalidated(p.events(), lambda e: f"kv:{e['key']['k']}"))
+        print(f"R14: {n} flush samples, each behind Redis's invalidations")
         log = harness.tail(p.log_path, 400)
         assert "retry" in log.lower(), log[-2000:]
         dlq = p.dir / "state" / "dlq" / "cache.jsonl"
@@ -110,23 +126,27 @@ def test_r15_throttled_search_server(h):
         sink = {"name": "search", "type": "search", "url": f"http://{proxy.addr}",
                 "index": "docs", "retry_min": "50ms", "retry_max": "1s", "timeout": "5s",
                 "batch_events": 64, "on_poison": "dlq"}
-        cfg = make_config(pg.dsn(db), "slow", "slow", tables=["public.docs"], sinks=[sink],
+        witness = {"name": "witness", "type": "stdout", "path": "@EVENTS@"}
+        cfg = make_config(pg.dsn(db), "slow", "slow", tables=["public.docs"],
+                          sinks=[sink, witness],
                           pipeline={"buffer_bytes": "512KiB", "max_events": 2048})
         p = h.pgcdc(cfg)
         p.wait_log("streaming from slot")
-        proxy.throttle(10_000)
-        pg.execute("INSERT INTO docs SELECT g, 0, repeat(md5(g::text), 8) "
-                   "FROM generate_series(1, 3000) g", dbname=db)
-        pg.execute("UPDATE docs SET n = n + 1 WHERE id % 3 = 0", dbname=db)
-        samples = []
-        for _ in range(25):  # 25 s throttled: 2.5 times wal_sender_timeout
-            time.sleep(1)
-            samples.append(harness.rss_kb(p.pid))
-        assert p.popen.poll() is None
-        proxy.normal()
-        caught_up(pg, "slow", 180)
-        pg.execute("DELETE FROM docs WHERE id % 10 = 0", dbname=db)
-        caught_up(pg, "slow")
+        with FlushSampler(pg, "slow", lambda: srv.dump("docs"), interval=0.25) as sampler:
+            proxy.throttle(10_000)
+            pg.execute("INSERT INTO docs SELECT g, 0, repeat(md5(g::text), 8) "
+                       "FROM generate_series(1, 3000) g", dbname=db)
+            pg.execute("UPDATE docs SET n = n + 1 WHERE id % 3 = 0", dbname=db)
+            samples = []
+            for _ in range(25):  # 25 s throttled: 2.5 times wal_sender_timeout
+                time.sleep(1)
+                samples.append(harness.rss_kb(p.pid))
+            assert p.popen.poll() is None
+            proxy.normal()
+            caught_up(pg, "slow", 180)
+            pg.execute("DELETE FROM docs WHERE id % 10 = 0", dbname=db)
+            caught_up(pg, "slow")
+        n = sampler.check(verify_index(p.events()))
         want = {str(r[0]): r[1] for r in pg.execute("SELECT id, n FROM docs", dbname=db)}
         got = {i: d["source"]["n"] for i, d in srv.dump("docs").items()}
         assert got == want, (f"index differs: {len(got)} docs vs {len(want)} rows, e.g. "
@@ -136,7 +156,8 @@ def test_r15_throttled_search_server(h):
         pglog = (pg.data / "postgres.log").read_text(errors="replace")
         assert "replication timeout" not in pglog, "the walsender timed out while throttled"
         assert max(samples) < 64 * 1024, f"RSS samples (kB) {samples}"
-        print(f"throttled 25 s: RSS max {max(samples)} kB, {proxy.bytes} bytes through the proxy")
+        print(f"throttled 25 s: RSS max {max(samples)} kB, {proxy.bytes} bytes through the "
+              f"proxy, {n} flush samples behind the index")
     finally:
         proxy.stop()
 
@@ -149,6 +170,8 @@ def test_rate_limit_holds_a_sink_to_its_pace(h):
     cfg = make_config(h.pg.dsn(db), "rate", "rate", tables=["public.t"], sinks=[sink])
     p = h.pgcdc(cfg)
     p.wait_log("streaming from slot")
+    sampler = FlushSampler(h.pg, "rate", file_lines(p.events_path))
+    sampler.start()
     h.pg.execute("INSERT INTO t SELECT generate_series(1, 1000)", dbname=db)
     counts = []  # (t, lines) every 250 ms while the events trickle out
     t0 = time.monotonic()
@@ -169,6 +192,9 @@ def test_rate_limit_holds_a_sink_to_its_pace(h):
         assert nb - na <= 200 * (tb - ta) + 50 + 64, (ta, na, tb, nb)
     ids = [json.loads(x)["id"] for x in p.events_path.read_text().splitlines()]
     assert len(ids) == len(set(ids)) == 1001
+    sampler.stop_ev.set()
+    sampler.join(5)
+    sampler.check(verify_file(p.events()))
     p.terminate()
     assert p.wait(30) == 0
     print(f"1000 events at rate_events 200: {took:.1f}s")
