@@ -11,6 +11,7 @@ every 100 ms, proves the slot was never ahead of what the stream had stored."""
 
 import json
 import threading
+import time
 
 import psycopg2
 
@@ -211,25 +212,43 @@ class RedisMonitor(threading.Thread):
 
     def __init__(self, port):
         super().__init__(daemon=True)
-        import socket
-        self.sock = socket.create_connection((harness.HOST, port), timeout=5)
-        self.sock.sendall(b"MONITOR\r\n")
+        self.port = port
+        self.sock = None
+        self._connect()
         self.lock = threading.Lock()
         self.commands = []
         self.buf = b""
         self.stop_ev = threading.Event()
 
+    def _connect(self):
+        import socket
+        try:
+            self.sock = socket.create_connection((harness.HOST, self.port), timeout=1)
+            self.sock.sendall(b"MONITOR\r\n")
+            self.sock.settimeout(0.2)
+        except OSError:
+            self.sock = None  # Redis is down: again in a moment
+        self.buf = b""
+
     def run(self):
         import re
+        import socket
         rx = re.compile(rb'^\+(\d+\.\d+) \[\d+ [^\]]*\] (.*)$')
-        self.sock.settimeout(0.2)
         while not self.stop_ev.is_set():
+            if self.sock is None:  # killed and restarted: watch the new server
+                time.sleep(0.1)
+                self._connect()
+                continue
             try:
                 data = self.sock.recv(65536)
-            except OSError:
+            except socket.timeout:
                 continue
+            except OSError:
+                data = b""
             if not data:
-                break
+                self.sock.close()
+                self.sock = None
+                continue
             self.buf += data
             *lines, self.buf = self.buf.split(b"\r\n")
             got = []
@@ -249,7 +268,8 @@ class RedisMonitor(threading.Thread):
     def stop(self):
         self.stop_ev.set()
         self.join(5)
-        self.sock.close()
+        if self.sock is not None:
+            self.sock.close()
 
 
 def verify_invalidated(events, key_of):

@@ -12,6 +12,7 @@ import random
 import time
 
 import harness
+from faultlib import FlushSampler, file_lines, verify_file
 from harness import make_config, wait_until, lsn_to_int
 from ledger import N_KEYS, Writer, setup_ledger
 
@@ -75,6 +76,8 @@ def test_sigkill_ledger(h):
     p = h.pgcdc(cfg)
     p.wait_log("streaming from slot")
     n_txn = 20000
+    sampler = FlushSampler(h.pg, slot, file_lines(p.events_path))
+    sampler.start()
     w = Writer(h.pg.dsn(db), n_txn, seed=20261124)
     w.start()
     rng = random.Random(7)
@@ -99,13 +102,18 @@ def test_sigkill_ledger(h):
     end = lsn_to_int(h.pg.query_one("SELECT pg_current_wal_lsn()::text"))
     wait_until(lambda: lsn_to_int(h.pg.slot_info(slot)["confirmed_flush_lsn"]) >= end, 120,
                0.5, "pgcdc to catch up")
+    sampler.stop_ev.set()
+    sampler.join(10)
     p.terminate()
     assert p.wait(60) == 0
     events = read_runs(p, offsets)
+    # The file as written (torn tails cut off, replayed tails kept): the slot never passed a
+    # line that was not there yet, across the six kills.
+    samples = sampler.check(verify_file(p.events()))
     unique, dups = check_stream(events, w, kills)
     print(f"ledger: {n_txn} txns, {len(w.committed_kv)} updates, {len(w.committed_ledger)} "
           f"inserts, {len(kills)} SIGKILLs, {unique} unique events, {dups} duplicates "
-          f"(replayed tails)")
+          f"(replayed tails), {samples} flush samples")
 
     # A drained stop and restart repeats nothing.
     drained_at = p.events_path.stat().st_size

@@ -10,6 +10,7 @@ import time
 import msgpack
 
 import harness
+from faultlib import FlushSampler, RedisMonitor, verify_invalidated
 from harness import make_config, wait_until, lsn_to_int, redis_cmd
 from ledger import Writer, setup_ledger
 
@@ -195,22 +196,30 @@ def test_redis_killed_restarted_from_an_old_snapshot(h):
     tables = {"public.kv": {"keys": ["kv:{k}"]}}
     cfg = make_config(h.pg.dsn(db), slot, slot, tables=["public.kv"],
                       sinks=[redis_sink(r, tables=tables, on_restart="flush_prefix")])
+    cfg["sinks"].append({"name": "witness", "type": "stdout", "path": "@EVENTS@"})
     p = h.pgcdc(cfg)
     p.wait_log("streaming from slot")
     warm(r, [f"kv:{k}" for k in range(200)])
     redis_cmd(r.port, "SAVE")  # the snapshot a restart will load: every key cached
-    w = Writer(h.pg.dsn(db), 2000, seed=3)
-    w.start()
-    time.sleep(0.5)
-    r.kill()
-    time.sleep(2)  # writes go on while Redis is down: pgcdc retries
-    r.start()
-    w.join(120)
-    assert w.error is None
-    # The restart is noticed at the next delivery after it (docs/sinks/cache.md); if the
-    # writer happened to finish before the kill, this change is that delivery.
-    h.pg.execute("UPDATE kv SET v = v + 1 WHERE k = 0", dbname=db)
-    caught_up(h, slot, 120)
+    mon = RedisMonitor(r.port)
+    mon.start()
+    with FlushSampler(h.pg, slot, mon.snapshot, interval=0.25) as sampler:
+        w = Writer(h.pg.dsn(db), 2000, seed=3)
+        w.start()
+        time.sleep(0.5)
+        r.kill()
+        time.sleep(2)  # writes go on while Redis is down: pgcdc retries
+        r.start()
+        w.join(120)
+        assert w.error is None
+        # The restart is noticed at the next delivery after it (docs/sinks/cache.md); if the
+        # writer happened to finish before the kill, this change is that delivery.
+        h.pg.execute("UPDATE kv SET v = v + 1 WHERE k = 0", dbname=db)
+        caught_up(h, slot, 120)
+    mon.stop()
+    # The slot never passed an invalidation Redis had not run (the ones lost with the
+    # killed server's memory are what on_restart: flush_prefix is for).
+    sampler.check(verify_invalidated(p.events(), lambda e: f"kv:{e['key']['k']}"))
     p.wait_log("Redis restarted .*flushed", timeout=30)
     changed = {k for k, _ in w.committed_kv}
     survivors = [k for k in changed if exists(r, f"kv:{k}")]
@@ -229,8 +238,13 @@ def test_redis_paused_20_seconds(h):
     cfg = make_config(h.pg.dsn(db), slot, slot, tables=["public.kv"],
                       sinks=[redis_sink(r, tables=tables)],
                       pipeline={"buffer_bytes": "1MiB", "max_events": 4096})
+    cfg["sinks"].append({"name": "witness", "type": "stdout", "path": "@EVENTS@"})
     p = h.pgcdc(cfg)
     p.wait_log("streaming from slot")
+    mon = RedisMonitor(r.port)
+    mon.start()
+    sampler = FlushSampler(h.pg, slot, mon.snapshot, interval=0.25)
+    sampler.start()
     r.pause()
     w = Writer(h.pg.dsn(db), 3000, seed=5)
     w.start()
@@ -250,6 +264,10 @@ def test_redis_paused_20_seconds(h):
     caught_up(h, slot)
     left = [k for k in range(200) if exists(r, f"kv:{k}")]
     assert not left, f"keys not invalidated after the pause: {left[:10]}"
+    sampler.stop_ev.set()
+    sampler.join(10)
+    mon.stop()
+    sampler.check(verify_invalidated(p.events(), lambda e: f"kv:{e['key']['k']}"))
     p.terminate()
     assert p.wait(30) == 0
 
