@@ -176,6 +176,18 @@ def verify_file(events):
     return verify
 
 
+def verify_ids(events):
+    """verify() for an observer returning the ids a sink has received (a webhook receiver):
+    every event of a transaction before the flush LSN was among them. `events` is everything
+    the sink got in the end (the test checks separately that nothing is missing)."""
+    def verify(lsn, ids):
+        ids = set(ids)
+        late = [e["id"] for e in events if e["source"]["commit_lsn"] < lsn and e["id"] not in ids]
+        assert not late, (f"confirmed_flush_lsn {harness.int_to_lsn(lsn)} was ahead of the "
+                          f"sink: {late[0]} was not received yet ({len(late)} such)")
+    return verify
+
+
 def verify_index(events, key="id"):
     """verify() for a search index observed as {doc id: {"version": lsn, ...}} (searchd's
     dump): for every row, the last change committed before the flush LSN is in the index

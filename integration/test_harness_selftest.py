@@ -345,6 +345,13 @@ def test_flush_verifiers_catch_a_flush_ahead_of_the_sink():
     assert fails(vi, 250, {"1": {"version": 90}}), "update not in the index"
     assert fails(vi, 150, {}), "insert not in the index"
 
+    for e, i in zip(evs, ("a", "b", "c")):
+        e["id"] = i
+    vd = faultlib.verify_ids(evs)
+    vd(150, ["a"])
+    vd(250, {"a", "b"})
+    assert fails(vd, 250, ["a"]), "the update was not received yet"
+
     vr = faultlib.verify_invalidated(evs, lambda e: f"k:{e['key']['id']}")
     vr(150, [(1.5, "UNLINK", ["k:1"])])
     vr(250, [(1.5, "UNLINK", ["k:1"]), (2.5, "DEL", ["k:1", "k:9"])])

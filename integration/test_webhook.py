@@ -12,6 +12,7 @@ import threading
 
 import msgpack
 
+from faultlib import FlushSampler, verify_ids
 from harness import make_config, wait_until, lsn_to_int
 
 TIMEOUT = 120
@@ -139,13 +140,15 @@ def test_every_event_arrives_signed_and_500s_are_retried(h):
         db, slot, cfg = setup(h, rcv)
         p = h.pgcdc(cfg)
         p.wait_log("streaming from slot")
-        for i in range(0, 1000, 100):
-            h.pg.execute(f"INSERT INTO t SELECT g, 'v' || g FROM generate_series({i + 1}, "
-                         f"{i + 100}) g", dbname=db)
-        h.pg.execute("UPDATE t SET v = 'u' WHERE id % 10 = 0; DELETE FROM t WHERE id > 990",
-                     dbname=db)
-        caught_up(h, slot, 90)
+        with FlushSampler(h.pg, slot, rcv.ids) as sampler:
+            for i in range(0, 1000, 100):
+                h.pg.execute(f"INSERT INTO t SELECT g, 'v' || g FROM generate_series({i + 1}, "
+                             f"{i + 100}) g", dbname=db)
+            h.pg.execute("UPDATE t SET v = 'u' WHERE id % 10 = 0; DELETE FROM t WHERE id > 990",
+                         dbname=db)
+            caught_up(h, slot, 90)
         got = rows(rcv.events)
+        sampler.check(verify_ids(list(rcv.events)))
         assert rcv.bad_signatures == 0 and not rcv.bad_headers, rcv.bad_headers[:1]
         assert rcv.answered.get(500, 0) == 3 and rcv.answered.get(503, 0) > 3, rcv.answered
         dlq = p.dir / "state" / "dlq" / "hook.jsonl"
