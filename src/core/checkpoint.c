@@ -105,24 +105,20 @@ int pgcdc_checkpoint_read(const char *dir, struct pgcdc_checkpoint *cp, int *fou
     return 0;
 }
 
-int pgcdc_checkpoint_write(const char *dir, const struct pgcdc_checkpoint *cp,
-                           struct pgcdc_err *err)
+int pgcdc_file_replace(const char *dir, const char *name, const void *data, size_t len,
+                       struct pgcdc_err *err)
 {
     if (mkdir(dir, 0700) != 0 && errno != EEXIST) {
         return pgcdc_err_set(err, PGCDC_EIO, "cannot create %s: %s", dir, strerror(errno));
     }
     char path[4096], tmp[4200];
-    snprintf(path, sizeof path, "%s/%s", dir, CHECKPOINT_FILE);
+    snprintf(path, sizeof path, "%s/%s", dir, name);
     snprintf(tmp, sizeof tmp, "%s.tmp", path);
-    char body[512];
-    int n = snprintf(body, sizeof body,
-                     "version=1\nsystem_id=%s\ndatabase=%s\nslot=%s\nlsn=%X/%X\n", cp->system_id,
-                     cp->database, cp->slot, (unsigned)(cp->lsn >> 32), (unsigned)cp->lsn);
     int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
     if (fd < 0) {
         return pgcdc_err_set(err, PGCDC_EIO, "cannot write %s: %s", tmp, strerror(errno));
     }
-    int ok = write(fd, body, (size_t)n) == n && fsync(fd) == 0;
+    int ok = write(fd, data, len) == (ssize_t)len && fsync(fd) == 0;
     int saved = errno;
     close(fd);
     if (!ok || rename(tmp, path) != 0) {
@@ -139,4 +135,14 @@ int pgcdc_checkpoint_write(const char *dir, const struct pgcdc_checkpoint *cp,
         close(dfd);
     }
     return 0;
+}
+
+int pgcdc_checkpoint_write(const char *dir, const struct pgcdc_checkpoint *cp,
+                           struct pgcdc_err *err)
+{
+    char body[512];
+    int n = snprintf(body, sizeof body,
+                     "version=1\nsystem_id=%s\ndatabase=%s\nslot=%s\nlsn=%X/%X\n", cp->system_id,
+                     cp->database, cp->slot, (unsigned)(cp->lsn >> 32), (unsigned)cp->lsn);
+    return pgcdc_file_replace(dir, CHECKPOINT_FILE, body, (size_t)n, err);
 }

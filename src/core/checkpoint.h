@@ -25,6 +25,11 @@ struct pgcdc_checkpoint {
 /* 0 and *found=1 with the contents; 0 and *found=0 if there is no file; error if corrupt. */
 int pgcdc_checkpoint_read(const char *dir, struct pgcdc_checkpoint *cp, int *found,
                           struct pgcdc_err *err);
+/* Write dir/name atomically and durably (a temp file, fsync, rename, fsync of the folder).
+ * Creates `dir` (0700) if missing. */
+int pgcdc_file_replace(const char *dir, const char *name, const void *data, size_t len,
+                       struct pgcdc_err *err);
+
 /* Atomically replace the file. Creates `dir` (0700) if missing. */
 int pgcdc_checkpoint_write(const char *dir, const struct pgcdc_checkpoint *cp,
                            struct pgcdc_err *err);

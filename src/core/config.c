@@ -1428,7 +1428,14 @@ static const struct pgcdc_config_key source_keys[] = {
     KEY(PGCDC_CFG_LIST, "tables", NULL, 0, struct pgcdc_source_config, tables,
         "schema.table list; all tables when absent"),
     KEY(PGCDC_CFG_STR, "snapshot", "never", 0, struct pgcdc_source_config, snapshot,
-        "never (stream changes from the slot's start); initial is not implemented yet"),
+        "never: stream the changes after the slot's creation; initial: first emit every row "
+        "the publication covers as an op r event, from the slot's exported snapshot, then "
+        "stream from its consistent point (no gap, no overlap; resumable, docs/snapshots.md)"),
+    KEY(PGCDC_CFG_INT, "snapshot_workers", "2", 0, struct pgcdc_source_config, snapshot_workers,
+        "connections that COPY chunks of the snapshot in parallel (1..16)"),
+    KEY(PGCDC_CFG_SIZE, "snapshot_chunk", "32MiB", 0, struct pgcdc_source_config, snapshot_chunk,
+        "heap of a table per chunk (a range of 8 KiB blocks): the unit of parallelism and of "
+        "resuming"),
     KEY(PGCDC_CFG_DURATION, "status_interval", "10s", 0, struct pgcdc_source_config,
         status_interval_ms, "standby status update period"),
     KEY(PGCDC_CFG_DURATION, "reconnect_min", "100ms", 0, struct pgcdc_source_config,
@@ -1772,6 +1779,14 @@ static int check_source(struct pgcdc_config *cfg, const struct pgcdc_cfg_node *s
     if (!one_of(s->snapshot, snapshots)) {
         return cfg_error(err, file, line_of(src, "snapshot"),
                          "source.snapshot: expected 'never' or 'initial'");
+    }
+    if (s->snapshot_workers < 1 || s->snapshot_workers > 16) {
+        return cfg_error(err, file, line_of(src, "snapshot_workers"),
+                         "source.snapshot_workers: must be 1..16");
+    }
+    if (s->snapshot_chunk < 8192) {
+        return cfg_error(err, file, line_of(src, "snapshot_chunk"),
+                         "source.snapshot_chunk: must be at least 8KiB (one block)");
     }
     if (s->status_interval_ms <= 0) {
         return cfg_error(err, file, line_of(src, "status_interval"),

@@ -38,6 +38,8 @@ struct pgcdc_source_config {
     int create_publication;        /* default 0 */
     const char *const *tables;     /* "schema.table" list; NULL = all tables */
     const char *snapshot;          /* "never" (default) | "initial" */
+    int64_t snapshot_workers;      /* parallel COPY connections; default 2 */
+    int64_t snapshot_chunk;        /* bytes of heap per chunk; default 32MiB */
     int64_t status_interval_ms;    /* standby status update period; default 10s */
     int64_t reconnect_min_ms;      /* default 100ms */
     int64_t reconnect_max_ms;      /* default 30s */

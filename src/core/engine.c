@@ -48,6 +48,7 @@
 #include "core/monitor.h"
 #include "core/pipeline.h"
 #include "core/sdnotify.h"
+#include "core/snapshot.h"
 #include "pg/pgoutput.h"
 #include "pg/relcache.h"
 #include "pg/replication.h"
@@ -192,6 +193,12 @@ struct engine {
     int connects;
     int reloads_seen;
     size_t cfg_nsinks; /* sinks in the file (0: the implicit stdout sink runs) */
+
+    /* The initial snapshot (core/snapshot.h): its events are pushed directly. */
+    uint64_t snap_lsn;
+    int64_t snap_ts_us;
+    struct pgcdc_buf snap_buf;
+    int64_t snap_next_watchdog;
 };
 
 static void mirror_metrics(struct engine *e);
@@ -1157,6 +1164,209 @@ static void reload(struct engine *e)
                      restart ? "; some changes need a restart" : "");
 }
 
+/* ---- the initial snapshot ---- */
+
+/* Push an event encoded in e->snap_buf into the snapshot's (open) transaction. */
+static int snap_push(struct engine *e, char op, const struct pgcdc_rel *rel, const char *id)
+{
+    if (!pgcdc_pipeline_txn_open(e->pipe)) {
+        if (pgcdc_pipeline_begin_txn(e->pipe, e->snap_lsn) != 0) {
+            return PGCDC_EAGAIN;
+        }
+        pgcdc_pipeline_txn_time(e->pipe, e->snap_ts_us);
+    }
+    struct pgcdc_event ev = {0};
+    ev.lsn = e->snap_lsn;
+    ev.commit_lsn = e->snap_lsn;
+    ev.ts_us = e->snap_ts_us;
+    ev.op = op;
+    ev.schema = rel->schema;
+    ev.table = rel->table;
+    ev.payload = e->snap_buf.data;
+    ev.payload_len = e->snap_buf.len;
+    ev.id = id;
+    if (pgcdc_pipeline_push(e->pipe, &ev) != 0) {
+        return PGCDC_EAGAIN;
+    }
+    pgcdc_metrics_count_event(e->m, rel->schema, rel->table, op);
+    e->events++;
+    return 0;
+}
+
+static void snap_ctx(struct engine *e, struct pgcdc_enc_ctx *c, uint32_t seq)
+{
+    enc_ctx(e, c, e->snap_lsn);
+    c->commit_lsn = e->snap_lsn;
+    c->seq = seq;
+    c->xid = 0;
+    c->ts_us = e->snap_ts_us;
+    c->snapshot = 1;
+}
+
+static int snap_tick(void *ctx, int *stop, struct pgcdc_err *err);
+
+static int snap_relation(void *ctx, const struct pgcdc_pgo_relation *msg, struct pgcdc_err *err)
+{
+    struct engine *e = ctx;
+    int changed = 0;
+    int rc = pgcdc_relcache_apply(e->rc, msg, &changed, err);
+    if (rc != 0 || !changed) {
+        return rc;
+    }
+    const struct pgcdc_rel *rel = pgcdc_relcache_get(e->rc, msg->relid);
+    char id[PGCDC_EVENT_ID_MAX];
+    struct pgcdc_enc_ctx c;
+    snap_ctx(e, &c, 0);
+    pgcdc_buf_reset(&e->snap_buf);
+    if ((rc = pgcdc_encode_schema(&c, rel, e->rc, &e->snap_buf, id, sizeof id, err)) != 0) {
+        return rc;
+    }
+    /* Applied already: push its schema event now, waiting for room if need be (the log is
+     * nearly empty this early). */
+    while ((rc = snap_push(e, PGCDC_OP_SCHEMA, rel, id)) == PGCDC_EAGAIN) {
+        int stop = 0;
+        if ((rc = snap_tick(e, &stop, err)) != 0) {
+            return rc;
+        }
+        struct pollfd pfd = {.fd = pgcdc_pipeline_wake_fd(e->pipe), .events = POLLIN};
+        poll(&pfd, 1, 5);
+    }
+    pgcdc_relcache_announced(e->rc, msg->relid, e->snap_lsn);
+    struct pgcdc_err serr = {0};
+    if (pgcdc_relcache_save(e->rc, e->relcache_path, &serr) != 0) {
+        pgcdc_log(PGCDC_LOG_WARN, e->component, "%s", serr.msg);
+    }
+    return 0;
+}
+
+static int snap_row(void *ctx, uint32_t relid, const struct pgcdc_pgo_tuple *tup, uint32_t seq,
+                    struct pgcdc_err *err)
+{
+    struct engine *e = ctx;
+    const struct pgcdc_rel *rel = need_rel(e, relid, err);
+    if (rel == NULL) {
+        return err->rc;
+    }
+    /* The row is the change's new tuple (the tuple is large: it is not copied). */
+    struct pgcdc_pgo_change *chg = &e->msg->u.change;
+    chg->relid = relid;
+    chg->old_kind = 0;
+    chg->has_new = 1;
+    chg->old_tuple.ncols = 0;
+    chg->new_tuple.ncols = tup->ncols;
+    memcpy(chg->new_tuple.cols, tup->cols, tup->ncols * sizeof tup->cols[0]);
+    char id[PGCDC_EVENT_ID_MAX];
+    pgcdc_event_id(id, sizeof id, e->source, e->snap_lsn, seq);
+    struct pgcdc_enc_ctx c;
+    snap_ctx(e, &c, seq);
+    c.id = id;
+    pgcdc_buf_reset(&e->snap_buf);
+    int rc = pgcdc_encode_change(&c, PGCDC_OP_READ, rel, e->rc, chg, &e->snap_buf, err);
+    if (rc != 0) {
+        return rc;
+    }
+    return snap_push(e, PGCDC_OP_READ, rel, id);
+}
+
+static int snap_tick(void *ctx, int *stop, struct pgcdc_err *err)
+{
+    struct engine *e = ctx;
+    *stop = stop_signals > 0;
+    if (reload_signals != e->reloads_seen) {
+        e->reloads_seen = reload_signals;
+        reload(e);
+    }
+    int64_t now = mono_ms();
+    if (now >= e->snap_next_watchdog) {
+        pgcdc_pipeline_watchdog(e->pipe);
+        e->snap_next_watchdog = now + 1000;
+    }
+    int rc = pgcdc_pipeline_failed(e->pipe, err);
+    if (rc != 0) {
+        return rc;
+    }
+    pgcdc_pipeline_clear_wake(e->pipe);
+    pgcdc_pipeline_advance(e->pipe);
+    pgcdc_pipeline_publish(e->pipe);
+    pgcdc_pipeline_arm_wake(e->pipe, 1);
+    mirror_metrics(e);
+    return 0;
+}
+
+static uint64_t snap_pushed(void *ctx)
+{
+    return pgcdc_pipeline_next_seq(((struct engine *)ctx)->pipe);
+}
+
+static uint64_t snap_released(void *ctx)
+{
+    struct engine *e = ctx;
+    pgcdc_pipeline_advance(e->pipe);
+    return pgcdc_pipeline_released_seq(e->pipe);
+}
+
+/*
+ * Run or resume the initial snapshot when its progress file says it is not done (and the
+ * config asks for one), before streaming starts at the slot's consistent point. Returns 0
+ * to stream, PGCDC_EAGAIN when a stop signal ended it (resumed at the next start), or an
+ * error.
+ */
+static int maybe_snapshot(struct engine *e, int want, const char *exported, struct pgcdc_err *err)
+{
+    uint64_t lsn = 0;
+    int st = pgcdc_snapshot_state(e->cfg->checkpoint.path, &lsn, err);
+    if (st < 0) {
+        return PGCDC_ECONFIG;
+    }
+    if (st != 1) {
+        return 0; /* none, or done */
+    }
+    if (!want) {
+        pgcdc_log(PGCDC_LOG_WARN, "snapshot",
+                  "%s/snapshot is an unfinished snapshot, but source.snapshot is not initial: "
+                  "not resuming it (rows not read yet will not reach the sinks)",
+                  e->cfg->checkpoint.path);
+        return 0;
+    }
+    const struct pgcdc_source_config *sc = &e->cfg->source;
+    struct pgcdc_snapshot_opts o = {
+        .dsn = sc->dsn,
+        .publication = sc->publication,
+        .state_dir = e->cfg->checkpoint.path,
+        .snapshot_name = exported,
+        .consistent_lsn = lsn,
+        .workers = (int)sc->snapshot_workers,
+        .chunk_blocks = sc->snapshot_chunk / 8192,
+        .drain_ms = e->cfg->pipeline.shutdown_timeout_ms,
+    };
+    struct pgcdc_snapshot_host host = {
+        .ctx = e,
+        .relation = snap_relation,
+        .row = snap_row,
+        .tick = snap_tick,
+        .pushed = snap_pushed,
+        .released = snap_released,
+        .wake_fd = pgcdc_pipeline_wake_fd(e->pipe),
+        .signal_fd = signal_pipe[0],
+    };
+    e->snap_lsn = lsn;
+    e->snap_ts_us = wall_ms() * 1000;
+    pgcdc_sd_notify("STATUS=initial snapshot");
+    int rc = pgcdc_snapshot_run(&o, &host, e->m, err);
+    if (pgcdc_pipeline_txn_open(e->pipe)) {
+        if (rc == 0) {
+            pgcdc_pipeline_commit_txn(e->pipe, lsn); /* the flush stays at C */
+        }
+        else {
+            pgcdc_pipeline_abort_txn(e->pipe);
+        }
+    }
+    if (rc == 1) {
+        return pgcdc_err_set(err, PGCDC_EAGAIN, "stopped during the initial snapshot");
+    }
+    return rc;
+}
+
 /* ---- connecting ---- */
 
 /*
@@ -1193,6 +1403,8 @@ static void set_timeouts(struct engine *e)
  * Connect, check the slot against the checkpoint, and start streaming. Returns 0, an error
  * to retry (EIO, EAGAIN), or a fatal one (ESLOT, ECONFIG).
  */
+static int maybe_snapshot(struct engine *e, int want, const char *exported, struct pgcdc_err *err);
+
 static int connect_and_start(struct engine *e, struct pgcdc_err *err)
 {
     const struct pgcdc_source_config *sc = &e->cfg->source;
@@ -1250,6 +1462,9 @@ static int connect_and_start(struct engine *e, struct pgcdc_err *err)
     }
 
     uint64_t start_lsn;
+    int want_snapshot =
+        e->mode == PGCDC_MODE_RUN && sc->snapshot != NULL && strcmp(sc->snapshot, "initial") == 0;
+    char snapshot_name[128] = "";
     if (e->mode == PGCDC_MODE_TAIL) {
         if ((rc = pgcdc_pg_create_slot(e->conn, e->slot, 1, &start_lsn, err)) != 0) {
             return rc;
@@ -1279,11 +1494,24 @@ static int connect_and_start(struct engine *e, struct pgcdc_err *err)
                                      e->slot);
             }
             uint64_t cp_lsn;
-            if ((rc = pgcdc_pg_create_slot(e->conn, e->slot, 0, &cp_lsn, err)) != 0) {
+            if (want_snapshot) {
+                rc = pgcdc_pg_create_slot_exported(e->conn, e->slot, &cp_lsn, snapshot_name,
+                                                   sizeof snapshot_name, err);
+            }
+            else {
+                rc = pgcdc_pg_create_slot(e->conn, e->slot, 0, &cp_lsn, err);
+            }
+            if (rc != 0) {
                 return rc;
             }
             pgcdc_log(PGCDC_LOG_INFO, e->component, "created replication slot %s at " PGCDC_LSN_FMT,
                       e->slot, PGCDC_LSN_ARGS(cp_lsn));
+            /* The snapshot's progress file first: a crash between the two then resumes the
+             * snapshot rather than skipping it. */
+            if (want_snapshot &&
+                (rc = pgcdc_snapshot_begin(e->cfg->checkpoint.path, cp_lsn, err)) != 0) {
+                return rc;
+            }
             /* Record the slot at once: from now on a missing slot is an error. */
             if ((rc = write_checkpoint(e, cp_lsn, err)) != 0) {
                 return rc;
@@ -1320,6 +1548,12 @@ static int connect_and_start(struct engine *e, struct pgcdc_err *err)
                                      PGCDC_LSN_ARGS(e->cp.lsn));
             }
             if (!e->have_cp) {
+                /* A fresh checkpoint.path on an existing slot: a snapshot from a new snapshot
+                 * (the stream from the slot's position replays what changed meanwhile). */
+                if (want_snapshot && (rc = pgcdc_snapshot_begin(e->cfg->checkpoint.path,
+                                                                si.confirmed_flush, err)) != 0) {
+                    return rc;
+                }
                 if ((rc = write_checkpoint(e, si.confirmed_flush, err)) != 0) {
                     return rc;
                 }
@@ -1329,6 +1563,10 @@ static int connect_and_start(struct engine *e, struct pgcdc_err *err)
             }
         }
         start_lsn = e->flush_lsn;
+        rc = maybe_snapshot(e, want_snapshot, snapshot_name[0] ? snapshot_name : NULL, err);
+        if (rc != 0) {
+            return rc;
+        }
     }
     /* Resume after what was fully received, even if not yet acked: those events are still in
      * the pipeline, and the slot itself stays at the last confirmed flush. */
@@ -1468,6 +1706,7 @@ int pgcdc_engine_run(struct pgcdc_config *cfg, int mode)
     e.component = "source";
     e.slot = cfg->source.slot;
     pgcdc_buf_init(&e.pend_buf);
+    pgcdc_buf_init(&e.snap_buf);
     e.m = malloc(sizeof *e.m);
     if (e.m == NULL) {
         pgcdc_log(PGCDC_LOG_ERROR, "engine", "out of memory");
@@ -1521,15 +1760,6 @@ int pgcdc_engine_run(struct pgcdc_config *cfg, int mode)
     if (arc != 0) {
         pgcdc_log(PGCDC_LOG_ERROR, "engine", "%s", err.msg);
         code = exit_code_for(arc);
-        goto out;
-    }
-    if (cfg->source.snapshot != NULL && strcmp(cfg->source.snapshot, "initial") == 0) {
-        /* Not silently ignored: rows that exist before the slot would never reach a sink. */
-        pgcdc_log(PGCDC_LOG_ERROR, "engine",
-                  "%s: source.snapshot: initial is not implemented in this version; set "
-                  "snapshot: never (only changes made after the slot is created are streamed)",
-                  cfg->filename);
-        code = PGCDC_EXIT_CONFIG;
         goto out;
     }
     atomic_store(&e.m->buffer_limit_bytes, (uint64_t)cfg->pipeline.buffer_bytes);
@@ -1616,6 +1846,7 @@ out:
     free(e.msg);
     free(e.pend);
     pgcdc_buf_fini(&e.pend_buf);
+    pgcdc_buf_fini(&e.snap_buf);
     free(e.m);
     cfg->sinks = cfg_sinks; /* the caller's config no longer points at stdout_sink */
     cfg->nsinks = cfg_nsinks;

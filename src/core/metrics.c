@@ -367,6 +367,24 @@ int pgcdc_metrics_render(const struct pgcdc_metrics *m, struct pgcdc_buf *b)
                    "From writing the newest heartbeat to reading it from the slot",
                    (double)hb / 1e3);
     }
+    uint64_t chunks = LOAD(m->snapshot_chunks);
+    if (chunks > 0 && rc == 0) {
+        rc = gauge(b, "pgcdc_snapshot_running", "1 while the initial snapshot runs",
+                   LOAD(m->snapshot_running) ? 1 : 0);
+        rc = rc ? rc
+                : counter_u64(b, "pgcdc_snapshot_rows_total",
+                              "Rows the initial snapshot read (this process)",
+                              LOAD(m->snapshot_rows));
+        rc = rc ? rc : gauge_u64(b, "pgcdc_snapshot_chunks", "Chunks of the snapshot", chunks);
+        rc = rc ? rc
+                : gauge_u64(b, "pgcdc_snapshot_chunks_done", "Chunks whose rows every sink acked",
+                            LOAD(m->snapshot_chunks_done));
+        uint64_t blocks = LOAD(m->snapshot_blocks);
+        rc = rc ? rc
+                : gauge(b, "pgcdc_snapshot_progress_ratio",
+                        "Heap blocks of the snapshot done, of all (0..1)",
+                        blocks ? (double)LOAD(m->snapshot_blocks_done) / (double)blocks : 0);
+    }
     rc = rc ? rc
             : counter_u64(b, "pgcdc_monitor_errors_total",
                           "Failed slot polls and heartbeats on the side connection",

@@ -63,6 +63,12 @@ struct pgcdc_metrics {
     atomic_int_fast64_t heartbeat_latency_ms; /* write -> read back, the newest one; -1 none */
     atomic_uint_fast64_t monitor_errors;      /* failed side-connection queries */
 
+    /* The initial snapshot (core/snapshot.h). */
+    atomic_int snapshot_running;
+    atomic_uint_fast64_t snapshot_rows; /* rows read (this process) */
+    atomic_uint_fast64_t snapshot_chunks, snapshot_chunks_done;
+    atomic_uint_fast64_t snapshot_blocks, snapshot_blocks_done; /* heap blocks: the ETA */
+
     struct pgcdc_metrics_table tables[PGCDC_METRICS_MAX_TABLES + 1]; /* last: "_other" */
     struct pgcdc_metrics_table *last; /* source thread only: the entry counted last */
 };

@@ -1346,6 +1346,16 @@ int pgcdc_pipeline_watchdog(struct pgcdc_pipeline *p)
     return 0;
 }
 
+uint64_t pgcdc_pipeline_next_seq(const struct pgcdc_pipeline *p)
+{
+    return p->pushed;
+}
+
+uint64_t pgcdc_pipeline_released_seq(const struct pgcdc_pipeline *p)
+{
+    return p->tail;
+}
+
 int pgcdc_pipeline_idle(const struct pgcdc_pipeline *p)
 {
     return p->txn_len == 0 && !p->txn_is_open && p->tail == p->pushed;

@@ -104,6 +104,11 @@ void pgcdc_pipeline_publish(struct pgcdc_pipeline *p);
 /* Release terminally-acked events; return the flushable LSN (0 if none yet). */
 uint64_t pgcdc_pipeline_advance(struct pgcdc_pipeline *p);
 
+/* The seq the next pushed event gets, and the oldest seq not released yet (every event
+ * before it was acked by every sink). Source thread. */
+uint64_t pgcdc_pipeline_next_seq(const struct pgcdc_pipeline *p);
+uint64_t pgcdc_pipeline_released_seq(const struct pgcdc_pipeline *p);
+
 /* Nothing held: no open or unflushed transaction, every event released. */
 int pgcdc_pipeline_idle(const struct pgcdc_pipeline *p);
 

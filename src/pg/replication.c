@@ -178,6 +178,29 @@ int pgcdc_pg_create_slot(PGconn *conn, const char *slot, int temporary, uint64_t
     return 0;
 }
 
+int pgcdc_pg_create_slot_exported(PGconn *conn, const char *slot, uint64_t *consistent_point,
+                                  char *snapshot, size_t cap, struct pgcdc_err *err)
+{
+    char sql[256];
+    snprintf(sql, sizeof sql, "CREATE_REPLICATION_SLOT \"%s\" LOGICAL pgoutput (SNAPSHOT 'export')",
+             slot);
+    PGresult *res = PQexec(conn, sql);
+    if (PQresultStatus(res) != PGRES_TUPLES_OK || PQntuples(res) != 1 || PQnfields(res) < 3 ||
+        PQgetisnull(res, 0, 2)) {
+        return result_error(conn, res, "CREATE_REPLICATION_SLOT (SNAPSHOT 'export')", err);
+    }
+    int bad = pgcdc_lsn_parse(PQgetvalue(res, 0, 1), consistent_point) != 0 ||
+              strlen(PQgetvalue(res, 0, 2)) >= cap;
+    if (!bad) {
+        snprintf(snapshot, cap, "%s", PQgetvalue(res, 0, 2));
+    }
+    PQclear(res);
+    if (bad) {
+        return pgcdc_err_set(err, PGCDC_EPROTO, "CREATE_REPLICATION_SLOT: bad answer");
+    }
+    return 0;
+}
+
 int pgcdc_pg_drop_slot(PGconn *conn, const char *slot, struct pgcdc_err *err)
 {
     char sql[256];

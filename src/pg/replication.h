@@ -48,6 +48,10 @@ int pgcdc_pg_slot_info(PGconn *conn, const char *slot, struct pgcdc_slot_info *o
 /* CREATE_REPLICATION_SLOT ... LOGICAL pgoutput (SNAPSHOT 'nothing'); *consistent_point set. */
 int pgcdc_pg_create_slot(PGconn *conn, const char *slot, int temporary, uint64_t *consistent_point,
                          struct pgcdc_err *err);
+/* The same with SNAPSHOT 'export': `snapshot` gets the exported snapshot's name, valid until
+ * the next command on this connection (import it first: SET TRANSACTION SNAPSHOT). */
+int pgcdc_pg_create_slot_exported(PGconn *conn, const char *slot, uint64_t *consistent_point,
+                                  char *snapshot, size_t cap, struct pgcdc_err *err);
 int pgcdc_pg_drop_slot(PGconn *conn, const char *slot, struct pgcdc_err *err);
 int pgcdc_pg_publication_exists(PGconn *conn, const char *pub, int *exists, struct pgcdc_err *err);
 /* CREATE PUBLICATION for the "schema.table" list, or FOR ALL TABLES when tables is NULL. */
