@@ -18,6 +18,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <curl/curl.h>
 #include <libpq-fe.h>
 #include <msgpack.h>
 #include <nats/nats.h>
@@ -45,6 +46,8 @@ static void usage(FILE *f)
                "  tail     print new changes as JSON lines from a temporary slot\n"
                "           (the configured slot is not touched)\n"
                "  config-reference  print every config key (Markdown)\n"
+               "  backfill TABLE    ask the running pgcdc (over http.listen) to backfill a table\n"
+               "                    while it streams; backfill status: the backfills so far\n"
                "  slot status       the slot: active, wal_status, retained WAL, lag, checkpoint\n"
                "  slot drop SLOT    drop the configured slot (name it to confirm; refused\n"
                "                    while pgcdc streams from it)\n"
@@ -82,6 +85,64 @@ static void version(void)
         printf(" %s", (*f)()->name);
     }
     printf("\n");
+}
+
+static size_t to_stdout(char *p, size_t size, size_t n, void *ctx)
+{
+    (void)ctx;
+    return fwrite(p, size, n, stdout);
+}
+
+/*
+ * pgcdc backfill TABLE | status: a request to the running process's HTTP server (the
+ * config's http.listen; 0.0.0.0 and bare ports are reached on 127.0.0.1).
+ */
+static int backfill_cli(struct pgcdc_config *cfg, const char *what)
+{
+    const char *listen = cfg->http.listen;
+    if (listen == NULL) {
+        fprintf(stderr,
+                "pgcdc: %s has no http.listen: pgcdc backfill asks the running pgcdc "
+                "over HTTP\n",
+                cfg->filename);
+        return PGCDC_EXIT_CONFIG;
+    }
+    const char *colon = strrchr(listen, ':');
+    const char *port = colon ? colon + 1 : listen;
+    char host[128] = "127.0.0.1";
+    if (colon != NULL && colon != listen && strncmp(listen, "0.0.0.0:", 8) != 0 &&
+        strncmp(listen, "[::]:", 5) != 0 && (size_t)(colon - listen) < sizeof host) {
+        memcpy(host, listen, (size_t)(colon - listen));
+        host[colon - listen] = '\0';
+    }
+    if (strcmp(port, "0") == 0) {
+        fprintf(stderr, "pgcdc: http.listen has port 0 (any free port): give it a fixed port "
+                        "to use pgcdc backfill\n");
+        return PGCDC_EXIT_CONFIG;
+    }
+    char url[300];
+    snprintf(url, sizeof url, "http://%s:%s/backfill", host, port);
+    CURL *c = curl_easy_init();
+    if (c == NULL) {
+        return PGCDC_EXIT_RETRYABLE;
+    }
+    curl_easy_setopt(c, CURLOPT_URL, url);
+    curl_easy_setopt(c, CURLOPT_TIMEOUT, 10L);
+    curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, to_stdout);
+    int post = strcmp(what, "status") != 0;
+    if (post) {
+        curl_easy_setopt(c, CURLOPT_POSTFIELDS, what);
+    }
+    CURLcode rc = curl_easy_perform(c);
+    long status = 0;
+    curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &status);
+    curl_easy_cleanup(c);
+    if (rc != CURLE_OK) {
+        fprintf(stderr, "pgcdc: %s: %s (is pgcdc running with this config?)\n", url,
+                curl_easy_strerror(rc));
+        return PGCDC_EXIT_RETRYABLE;
+    }
+    return status >= 200 && status < 300 ? PGCDC_EXIT_OK : PGCDC_EXIT_RETRYABLE;
 }
 
 /* pgcdc validate: the whole config, each sink's block filled by its plugin; no connections. */
@@ -217,6 +278,14 @@ int main(int argc, char **argv)
             return PGCDC_EXIT_USAGE;
         }
     }
+    else if (strcmp(cmd, "backfill") == 0) {
+        mode = -6;
+        if (optind + 1 >= argc || optind + 2 < argc) {
+            fprintf(stderr,
+                    "pgcdc: usage: pgcdc backfill SCHEMA.TABLE | backfill status -c FILE\n");
+            return PGCDC_EXIT_USAGE;
+        }
+    }
     else if (strcmp(cmd, "slot") == 0) {
         mode = -4;
         if (optind + 1 >= argc || optind + 3 < argc) {
@@ -236,7 +305,7 @@ int main(int argc, char **argv)
         usage(stderr);
         return PGCDC_EXIT_USAGE;
     }
-    if (mode != -2 && mode != -3 && mode != -4 && optind + 1 < argc) {
+    if (mode != -2 && mode != -3 && mode != -4 && mode != -6 && optind + 1 < argc) {
         fprintf(stderr, "pgcdc: unexpected argument '%s'\n", argv[optind + 1]);
         return PGCDC_EXIT_USAGE;
     }
@@ -278,6 +347,9 @@ int main(int argc, char **argv)
     int code;
     if (mode == -5) {
         code = validate(cfg);
+    }
+    else if (mode == -6) {
+        code = backfill_cli(cfg, argv[optind + 1]);
     }
     else if (mode == -4) {
         code = pgcdc_slot_cli(cfg, argv[optind + 1], optind + 2 < argc ? argv[optind + 2] : NULL);

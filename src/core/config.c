@@ -1433,6 +1433,10 @@ static const struct pgcdc_config_key source_keys[] = {
         "stream from its consistent point (no gap, no overlap; resumable, docs/snapshots.md)"),
     KEY(PGCDC_CFG_INT, "snapshot_workers", "2", 0, struct pgcdc_source_config, snapshot_workers,
         "connections that COPY chunks of the snapshot in parallel (1..16)"),
+    KEY(PGCDC_CFG_INT, "backfill_chunk_rows", "1024", 0, struct pgcdc_source_config,
+        backfill_chunk_rows,
+        "rows per chunk of a backfill on demand (pgcdc backfill TABLE), read between two "
+        "watermarks in the stream (1..4096)"),
     KEY(PGCDC_CFG_SIZE, "snapshot_chunk", "32MiB", 0, struct pgcdc_source_config, snapshot_chunk,
         "heap of a table per chunk (a range of 8 KiB blocks): the unit of parallelism and of "
         "resuming"),
@@ -1783,6 +1787,10 @@ static int check_source(struct pgcdc_config *cfg, const struct pgcdc_cfg_node *s
     if (s->snapshot_workers < 1 || s->snapshot_workers > 16) {
         return cfg_error(err, file, line_of(src, "snapshot_workers"),
                          "source.snapshot_workers: must be 1..16");
+    }
+    if (s->backfill_chunk_rows < 1 || s->backfill_chunk_rows > 4096) {
+        return cfg_error(err, file, line_of(src, "backfill_chunk_rows"),
+                         "source.backfill_chunk_rows: must be 1..4096");
     }
     if (s->snapshot_chunk < 8192) {
         return cfg_error(err, file, line_of(src, "snapshot_chunk"),

@@ -38,6 +38,7 @@
 #include <unistd.h>
 
 #include "codec/encode.h"
+#include "core/backfill.h"
 #include "core/buf.h"
 #include "core/checkpoint.h"
 #include "core/err.h"
@@ -193,6 +194,8 @@ struct engine {
     int connects;
     int reloads_seen;
     size_t cfg_nsinks; /* sinks in the file (0: the implicit stdout sink runs) */
+
+    struct pgcdc_backfill *bf; /* backfills on demand (core/backfill.h); NULL in tail mode */
 
     /* The initial snapshot (core/snapshot.h): its events are pushed directly. */
     uint64_t snap_lsn;
@@ -485,6 +488,67 @@ static void heartbeat_seen(struct engine *e, int64_t sent)
     atomic_fetch_add_explicit(&e->m->heartbeats_seen, 1, memory_order_relaxed);
 }
 
+/*
+ * A backfill chunk's high watermark: its rows the window did not see become op r events at
+ * this place in the stream (id <source>/<H>/<index>), pending like any message's events.
+ */
+static int backfill_emit(struct engine *e, uint64_t lsn, struct pgcdc_err *err)
+{
+    uint32_t relid = 0, index = 0;
+    const struct pgcdc_pgo_tuple *tup;
+    uint64_t pushed = pgcdc_pipeline_next_seq(e->pipe);
+    const struct pgcdc_rel *rel = NULL;
+    int rc = 0;
+    while (rc == 0 && pgcdc_backfill_row(e->bf, &relid, &tup, &index)) {
+        if (rel == NULL && (rel = pgcdc_relcache_get(e->rc, relid)) == NULL) {
+            /* Never streamed yet: its shape from the catalog, and its schema event. */
+            int changed = 0;
+            const struct pgcdc_pgo_relation *r = pgcdc_backfill_relation(e->bf);
+            if ((rc = pgcdc_relcache_apply(e->rc, r, &changed, err)) != 0) {
+                break;
+            }
+            rel = pgcdc_relcache_get(e->rc, relid);
+            struct pending *p = pend_add(e, err);
+            if (p == NULL) {
+                return err->rc;
+            }
+            struct pgcdc_enc_ctx c;
+            enc_ctx(e, &c, lsn);
+            if ((rc = pgcdc_encode_schema(&c, rel, e->rc, &e->pend_buf, p->id, sizeof p->id,
+                                          err)) != 0) {
+                break;
+            }
+            pend_fill(e, p, PGCDC_OP_SCHEMA, lsn, rel->schema, rel->table);
+            pgcdc_relcache_announced(e->rc, relid, lsn);
+        }
+        struct pending *p = pend_add(e, err);
+        if (p == NULL) {
+            return err->rc;
+        }
+        struct pgcdc_pgo_change *chg = &e->msg->u.change;
+        chg->relid = relid;
+        chg->old_kind = 0;
+        chg->has_new = 1;
+        chg->old_tuple.ncols = 0;
+        chg->new_tuple.ncols = tup->ncols;
+        memcpy(chg->new_tuple.cols, tup->cols, tup->ncols * sizeof tup->cols[0]);
+        struct pgcdc_enc_ctx c;
+        enc_ctx(e, &c, lsn);
+        c.seq = index;
+        c.snapshot = 1;
+        pgcdc_event_id(p->id, sizeof p->id, e->source, e->commit_lsn, index);
+        c.id = p->id;
+        rc = pgcdc_encode_change(&c, PGCDC_OP_READ, rel, e->rc, chg, &e->pend_buf, err);
+        if (rc == 0) {
+            pend_fill(e, p, PGCDC_OP_READ, lsn, rel->schema, rel->table);
+            p->ev.index = index;
+        }
+    }
+    /* Pushed in order after whatever is pending now: released past this, it is acked. */
+    pgcdc_backfill_emitted(e->bf, pushed + e->npend);
+    return rc;
+}
+
 /* Decode one pgoutput message into pending events (or transaction bookkeeping). */
 static int handle_pgoutput(struct engine *e, const uint8_t *data, size_t len, uint64_t lsn,
                            struct pgcdc_err *err)
@@ -554,6 +618,9 @@ static int handle_pgoutput(struct engine *e, const uint8_t *data, size_t len, ui
         char op = m->type == PGCDC_PGO_INSERT   ? PGCDC_OP_INSERT
                   : m->type == PGCDC_PGO_UPDATE ? PGCDC_OP_UPDATE
                                                 : PGCDC_OP_DELETE;
+        if (e->bf != NULL) {
+            pgcdc_backfill_observe(e->bf, rel, &m->u.change);
+        }
         if ((p = pend_add(e, err)) == NULL) {
             return err->rc;
         }
@@ -595,6 +662,18 @@ static int handle_pgoutput(struct engine *e, const uint8_t *data, size_t len, ui
                 heartbeat_seen(e, sent);
             }
             return 0; /* not an event (its transaction still moves the flush LSN) */
+        }
+        if (e->bf != NULL) {
+            enum pgcdc_backfill_mark mark = pgcdc_backfill_message(e->bf, &m->u.message);
+            if (mark != PGCDC_BF_NOT_OURS) {
+                if (!transactional) {
+                    e->commit_lsn = m->u.message.lsn; /* a unit of its own, like any message */
+                    e->commit_ts_us = wall_ms() * 1000;
+                    e->xid = 0;
+                    e->last_commit_end = m->u.message.lsn;
+                }
+                return mark == PGCDC_BF_HIGH ? backfill_emit(e, m->u.message.lsn, err) : 0;
+            }
         }
         if (!transactional) {
             /* A non-transactional message is its own unit: id (lsn, 0). */
@@ -890,8 +969,21 @@ static int stream(struct engine *e, struct pgcdc_err *err)
                 next_status = soon;
             }
         }
+        /* A backfill's next chunk, between transactions (its rows go in at its watermark). */
+        int backfilling = 0;
+        if (e->bf != NULL && !draining && !e->in_txn && e->npend == 0 && !e->pend_commit &&
+            pgcdc_backfill_busy(e->bf)) {
+            backfilling = 1;
+            struct pgcdc_err berr = {0};
+            if (pgcdc_backfill_step(e->bf, pgcdc_pipeline_released_seq(e->pipe), &berr) != 0) {
+                pgcdc_log(PGCDC_LOG_ERROR, "backfill", "%s", berr.msg);
+            }
+        }
         e->blocked = !can_read;
         int timeout = next_status < 0 ? 0 : (int)next_status;
+        if (backfilling && timeout > 10) {
+            timeout = 10; /* its acks and watermarks are waited for by polling */
+        }
         if ((e->lowat_busy > 0 || !can_read) && timeout > BUSY_POLL_MS) {
             timeout = BUSY_POLL_MS;
         }
@@ -997,7 +1089,38 @@ static int http_handler(void *ctx, const char *method, const char *path, const c
                         size_t body_len, struct pgcdc_buf *out, const char **type)
 {
     struct engine *e = ctx;
-    (void)body, (void)body_len;
+    if (strcmp(path, "/backfill") == 0 && e->bf != NULL) {
+        *type = "application/json";
+        if (strcmp(method, "POST") == 0) {
+            /* The body names the table: "schema.table" (or "table=schema.table"). */
+            char table[300];
+            size_t n = body_len < sizeof table - 1 ? body_len : sizeof table - 1;
+            memcpy(table, body, n);
+            table[n] = '\0';
+            table[strcspn(table, "\r\n")] = '\0';
+            const char *t = strncmp(table, "table=", 6) == 0 ? table + 6 : table;
+            struct pgcdc_err berr = {0};
+            if (pgcdc_backfill_request(e->bf, t, &berr) != 0) {
+                for (char *q = berr.msg; *q; q++) {
+                    *q = *q == '"' || *q == '\\' || (unsigned char)*q < 0x20 ? '\'' : *q;
+                }
+                pgcdc_buf_printf(out, "{\"error\":\"%s\"}\n", berr.msg);
+                return 409;
+            }
+            pgcdc_log(PGCDC_LOG_INFO, "backfill", "%s queued (HTTP)", t);
+            if (signal_pipe[1] >= 0) { /* wake the source loop: it starts backfills */
+                char c = 3;
+                ssize_t w = write(signal_pipe[1], &c, 1);
+                (void)w;
+            }
+            pgcdc_backfill_status_json(e->bf, out);
+            return 202;
+        }
+        if (strcmp(method, "GET") == 0) {
+            pgcdc_backfill_status_json(e->bf, out);
+            return 200;
+        }
+    }
     if (strcmp(method, "GET") != 0 && strcmp(method, "HEAD") != 0) {
         pgcdc_buf_puts(out, "method not allowed\n");
         return 405;
@@ -1040,7 +1163,7 @@ static int http_handler(void *ctx, const char *method, const char *path, const c
         pgcdc_buf_puts(out, "ready\n");
         return 200;
     }
-    pgcdc_buf_puts(out, "not found: try /metrics, /healthz or /readyz\n");
+    pgcdc_buf_puts(out, "not found: try /metrics, /healthz, /readyz or /backfill\n");
     return 404;
 }
 
@@ -1770,6 +1893,17 @@ int pgcdc_engine_run(struct pgcdc_config *cfg, int mode)
         }
         atomic_store(&e.m->buffer_limit_events, slots);
     }
+    if (mode == PGCDC_MODE_RUN) {
+        struct pgcdc_backfill_opts bo = {.dsn = cfg->source.dsn,
+                                         .slot = e.slot,
+                                         .publication = cfg->source.publication,
+                                         .state_dir = cfg->checkpoint.path,
+                                         .chunk_rows = cfg->source.backfill_chunk_rows};
+        if (pgcdc_backfill_new(&bo, e.m, &e.bf, &err) != 0) {
+            pgcdc_log(PGCDC_LOG_ERROR, "engine", "%s", err.msg);
+            goto out;
+        }
+    }
     if (cfg->http.listen != NULL && mode == PGCDC_MODE_RUN) {
         if (pgcdc_http_start(cfg->http.listen, http_handler, &e, &e.http, &err) != 0) {
             pgcdc_log(PGCDC_LOG_ERROR, "engine", "%s", err.msg);
@@ -1834,6 +1968,7 @@ out:
     }
     pgcdc_http_stop(e.http); /* before the pipeline it reads goes */
     pgcdc_pipeline_free(e.pipe);
+    pgcdc_backfill_free(e.bf);
     for (size_t i = 0; i < e.nsinks; i++) {
         free(e.config_blocks[i]);
         if (e.dl_handles[i] != NULL) {

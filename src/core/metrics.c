@@ -386,6 +386,15 @@ int pgcdc_metrics_render(const struct pgcdc_metrics *m, struct pgcdc_buf *b)
                         blocks ? (double)LOAD(m->snapshot_blocks_done) / (double)blocks : 0);
     }
     rc = rc ? rc
+            : gauge(b, "pgcdc_backfill_running", "1 while a backfill reads a table",
+                    LOAD(m->backfill_running) ? 1 : 0);
+    rc = rc ? rc
+            : counter_u64(b, "pgcdc_backfill_rows_total",
+                          "Rows backfills emitted that every sink acked", LOAD(m->backfill_rows));
+    rc = rc ? rc
+            : counter_u64(b, "pgcdc_backfill_chunks_total", "Backfill chunks every sink acked",
+                          LOAD(m->backfill_chunks));
+    rc = rc ? rc
             : counter_u64(b, "pgcdc_monitor_errors_total",
                           "Failed slot polls and heartbeats on the side connection",
                           LOAD(m->monitor_errors));

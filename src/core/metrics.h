@@ -68,6 +68,9 @@ struct pgcdc_metrics {
     atomic_uint_fast64_t snapshot_rows; /* rows read (this process) */
     atomic_uint_fast64_t snapshot_chunks, snapshot_chunks_done;
     atomic_uint_fast64_t snapshot_blocks, snapshot_blocks_done; /* heap blocks: the ETA */
+    /* Backfills (core/backfill.h). */
+    atomic_int backfill_running;
+    atomic_uint_fast64_t backfill_rows, backfill_chunks; /* acked by every sink */
 
     struct pgcdc_metrics_table tables[PGCDC_METRICS_MAX_TABLES + 1]; /* last: "_other" */
     struct pgcdc_metrics_table *last; /* source thread only: the entry counted last */

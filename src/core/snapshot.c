@@ -390,82 +390,32 @@ static PGresult *exec_params(PGconn *c, const char *sql, int n, const char *cons
     return res;
 }
 
-/*
- * The table's shape as pgoutput sends it: columns in attnum order, without dropped and
- * generated ones, restricted to the publication's column list; key flags from the replica
- * identity (every column for FULL).
- */
+/* The table's shape as pgoutput sends it, and the quoted column list of the COPY. */
 static int describe(struct snap *s, struct table *t, struct pgcdc_err *err)
 {
     PGconn *c = s->w[0].conn;
-    char relid[16];
-    snprintf(relid, sizeof relid, "%u", t->relid);
-    const char *p[] = {relid, s->o->publication};
-    PGresult *res = exec_params(
-        c,
-        "SELECT a.attname, a.atttypid, a.atttypmod, c.relreplident, "
-        "  c.relreplident = 'f' OR a.attnum = ANY (COALESCE((SELECT i.indkey::int2[] FROM "
-        "  pg_catalog.pg_index i WHERE i.indrelid = c.oid AND CASE c.relreplident WHEN 'd' THEN "
-        "  i.indisprimary WHEN 'i' THEN i.indisreplident ELSE false END LIMIT 1), '{}')) "
-        "FROM pg_catalog.pg_attribute a JOIN pg_catalog.pg_class c ON c.oid = a.attrelid "
-        "JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace "
-        "WHERE a.attrelid = $1::oid AND a.attnum > 0 AND NOT a.attisdropped "
-        "  AND a.attgenerated = '' "
-        /* the publication's column list (PostgreSQL 15), when it has one */
-        "  AND a.attname = ANY (COALESCE((SELECT pt.attnames FROM "
-        "  pg_catalog.pg_publication_tables pt WHERE pt.pubname = $2 AND pt.schemaname = "
-        "  n.nspname AND pt.tablename = c.relname), ARRAY[a.attname])) "
-        "ORDER BY a.attnum",
-        2, p, PGRES_TUPLES_OK, "reading the table's columns", err);
-    if (res == NULL) {
-        return err->rc;
+    pgcdc_pg_describe_free(s->rel);
+    int rc = pgcdc_pg_describe(c, t->relid, t->schema, t->name, s->o->publication, s->rel, err);
+    if (rc != 0) {
+        return rc;
     }
-    struct pgcdc_pgo_relation *r = s->rel;
-    memset(r, 0, offsetof(struct pgcdc_pgo_relation, atts));
-    r->relid = t->relid;
-    r->nspname = t->schema;
-    r->relname = t->name;
-    r->replident = PQntuples(res) > 0 ? PQgetvalue(res, 0, 3)[0] : 'd';
     struct pgcdc_buf cols;
     pgcdc_buf_init(&cols);
-    int n = 0;
-    for (int i = 0; i < PQntuples(res) && n < PGCDC_PGO_MAX_COLS; i++) {
-        const char *name = PQgetvalue(res, i, 0);
-        struct pgcdc_pgo_att *a = &r->atts[n++];
-        r->natts = (uint16_t)n;
-        a->name = strdup(name);
-        a->type_oid = (uint32_t)strtoul(PQgetvalue(res, i, 1), NULL, 10);
-        a->typmod = (int32_t)strtol(PQgetvalue(res, i, 2), NULL, 10);
-        a->flags = PQgetvalue(res, i, 4)[0] == 't' ? 1 : 0;
+    for (uint16_t i = 0; i < s->rel->natts; i++) {
+        const char *name = s->rel->atts[i].name;
         char *q = PQescapeIdentifier(c, name, strlen(name));
-        if (a->name == NULL || q == NULL) {
-            PQfreemem(q);
-            PQclear(res);
+        if (q == NULL) {
             pgcdc_buf_fini(&cols);
             return pgcdc_err_set(err, PGCDC_ENOMEM, "out of memory");
         }
-        pgcdc_buf_printf(&cols, "%s%s", n > 1 ? "," : "", q);
+        pgcdc_buf_printf(&cols, "%s%s", i ? "," : "", q);
         PQfreemem(q);
     }
-    PQclear(res);
-    t->natts = (uint16_t)n;
+    t->natts = s->rel->natts;
     pgcdc_buf_putc(&cols, '\0');
     free(t->cols);
     t->cols = cols.data;
-    if (n == 0) {
-        return pgcdc_err_set(err, PGCDC_EINVAL, "snapshot: %s.%s has no published column",
-                             t->schema, t->name);
-    }
     return cols.data == NULL ? pgcdc_err_set(err, PGCDC_ENOMEM, "out of memory") : 0;
-}
-
-static void free_rel_names(struct pgcdc_pgo_relation *r)
-{
-    for (uint16_t i = 0; i < r->natts; i++) {
-        free((char *)r->atts[i].name);
-        r->atts[i].name = NULL;
-    }
-    r->natts = 0;
 }
 
 /* The publication's tables, each split into chunks of chunk_blocks heap blocks. */
@@ -822,7 +772,7 @@ static void snap_free(struct snap *s)
     free(s->scratch);
     free(s->tup);
     if (s->rel != NULL) {
-        free_rel_names(s->rel);
+        pgcdc_pg_describe_free(s->rel);
     }
     free(s->rel);
 }
@@ -889,7 +839,6 @@ int pgcdc_snapshot_run(const struct pgcdc_snapshot_opts *opts,
     }
     /* Every table's shape first (its schema event), from the catalog as of the snapshot. */
     for (size_t i = 0; rc == 0 && i < s.ntables; i++) {
-        free_rel_names(s.rel);
         rc = describe(&s, &s.tables[i], err);
         while (rc == 0 && (rc = host->relation(host->ctx, s.rel, err)) == PGCDC_EAGAIN) {
             int stop = 0;

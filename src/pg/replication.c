@@ -8,6 +8,7 @@
  */
 #include "pg/replication.h"
 
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -199,6 +200,65 @@ int pgcdc_pg_create_slot_exported(PGconn *conn, const char *slot, uint64_t *cons
         return pgcdc_err_set(err, PGCDC_EPROTO, "CREATE_REPLICATION_SLOT: bad answer");
     }
     return 0;
+}
+
+int pgcdc_pg_describe(PGconn *conn, uint32_t relid, const char *schema, const char *name,
+                      const char *publication, struct pgcdc_pgo_relation *r, struct pgcdc_err *err)
+{
+    char id[16];
+    snprintf(id, sizeof id, "%u", relid);
+    const char *p[] = {id, publication};
+    PGresult *res = PQexecParams(
+        conn,
+        "SELECT a.attname, a.atttypid, a.atttypmod, c.relreplident, "
+        "  c.relreplident = 'f' OR a.attnum = ANY (COALESCE((SELECT i.indkey::int2[] FROM "
+        "  pg_catalog.pg_index i WHERE i.indrelid = c.oid AND CASE c.relreplident WHEN 'd' THEN "
+        "  i.indisprimary WHEN 'i' THEN i.indisreplident ELSE false END LIMIT 1), '{}')) "
+        "FROM pg_catalog.pg_attribute a JOIN pg_catalog.pg_class c ON c.oid = a.attrelid "
+        "JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace "
+        "WHERE a.attrelid = $1::oid AND a.attnum > 0 AND NOT a.attisdropped "
+        "  AND a.attgenerated = '' "
+        /* the publication's column list (PostgreSQL 15), when it has one */
+        "  AND a.attname = ANY (COALESCE((SELECT pt.attnames FROM "
+        "  pg_catalog.pg_publication_tables pt WHERE pt.pubname = $2 AND pt.schemaname = "
+        "  n.nspname AND pt.tablename = c.relname), ARRAY[a.attname])) "
+        "ORDER BY a.attnum",
+        2, NULL, p, NULL, NULL, 0);
+    if (PQresultStatus(res) != PGRES_TUPLES_OK) {
+        return result_error(conn, res, "reading a table's columns", err);
+    }
+    memset(r, 0, offsetof(struct pgcdc_pgo_relation, atts));
+    r->relid = relid;
+    r->nspname = schema;
+    r->relname = name;
+    r->replident = PQntuples(res) > 0 ? PQgetvalue(res, 0, 3)[0] : 'd';
+    int n = 0;
+    for (int i = 0; i < PQntuples(res) && n < PGCDC_PGO_MAX_COLS; i++) {
+        struct pgcdc_pgo_att *a = &r->atts[n++];
+        r->natts = (uint16_t)n;
+        a->name = strdup(PQgetvalue(res, i, 0));
+        a->type_oid = (uint32_t)strtoul(PQgetvalue(res, i, 1), NULL, 10);
+        a->typmod = (int32_t)strtol(PQgetvalue(res, i, 2), NULL, 10);
+        a->flags = PQgetvalue(res, i, 4)[0] == 't' ? 1 : 0;
+        if (a->name == NULL) {
+            PQclear(res);
+            return pgcdc_err_set(err, PGCDC_ENOMEM, "out of memory");
+        }
+    }
+    PQclear(res);
+    if (n == 0) {
+        return pgcdc_err_set(err, PGCDC_EINVAL, "%s.%s has no published column", schema, name);
+    }
+    return 0;
+}
+
+void pgcdc_pg_describe_free(struct pgcdc_pgo_relation *r)
+{
+    for (uint16_t i = 0; i < r->natts; i++) {
+        free((char *)r->atts[i].name);
+        r->atts[i].name = NULL;
+    }
+    r->natts = 0;
 }
 
 int pgcdc_pg_drop_slot(PGconn *conn, const char *slot, struct pgcdc_err *err)

@@ -12,6 +12,8 @@
 
 #include <libpq-fe.h>
 
+#include "pg/pgoutput.h"
+
 #include <pgcdc/status.h>
 
 struct pgcdc_sysinfo {
@@ -53,6 +55,16 @@ int pgcdc_pg_create_slot(PGconn *conn, const char *slot, int temporary, uint64_t
 int pgcdc_pg_create_slot_exported(PGconn *conn, const char *slot, uint64_t *consistent_point,
                                   char *snapshot, size_t cap, struct pgcdc_err *err);
 int pgcdc_pg_drop_slot(PGconn *conn, const char *slot, struct pgcdc_err *err);
+
+/*
+ * A table's shape as pgoutput sends it in a Relation message (ordinary connection): columns
+ * in attnum order without dropped and generated ones, restricted to the publication's column
+ * list; key flags from the replica identity (every column for FULL). The names are strdup'ed
+ * (pgcdc_pg_describe_free); schema and name are borrowed.
+ */
+int pgcdc_pg_describe(PGconn *conn, uint32_t relid, const char *schema, const char *name,
+                      const char *publication, struct pgcdc_pgo_relation *r, struct pgcdc_err *err);
+void pgcdc_pg_describe_free(struct pgcdc_pgo_relation *r);
 int pgcdc_pg_publication_exists(PGconn *conn, const char *pub, int *exists, struct pgcdc_err *err);
 /* CREATE PUBLICATION for the "schema.table" list, or FOR ALL TABLES when tables is NULL. */
 int pgcdc_pg_create_publication(PGconn *conn, const char *pub, const char *const *tables,
