@@ -100,6 +100,7 @@ def test_r14_redis_answering_late(h):
         print(f"R14: {n} flush samples, each behind Redis's invalidations")
         log = harness.tail(p.log_path, 400)
         assert "retry" in log.lower(), log[-2000:]
+        assert "contract violation" not in p.log_path.read_text(), "the Redis sink broke the ABI"
         dlq = p.dir / "state" / "dlq" / "cache.jsonl"
         assert not dlq.exists() or dlq.stat().st_size == 0, "a slow Redis dead-lettered events"
         assert rss < 64 * 1024, f"RSS {rss} kB while Redis was slow"

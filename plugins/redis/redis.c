@@ -785,9 +785,7 @@ static int redis_deliver(void *state, const struct pgcdc_batch *b, struct pgcdc_
                 /* The connection is gone: nothing after this can be trusted. */
                 rc = pgcdc_err_format(err, PGCDC_EIO, "Redis: %s", st->c->errstr);
                 disconnect(st);
-                if (acked > 0) {
-                    st->host->ack(st->h, b->id, 0, acked, PGCDC_ACK_OK, NULL);
-                }
+                /* events [0, acked) were acked one by one as their replies came */
                 st->host->ack(st->h, b->id, acked, b->count - acked, PGCDC_ACK_UNAVAILABLE,
                               err->msg);
                 return 0;

@@ -792,6 +792,7 @@ static void host_ack(struct pgcdc_sink *s, uint64_t batch_id, size_t first, size
         status = PGCDC_ACK_RETRY; /* best_effort: an outage counts attempts, then sheds */
     }
     int released = 0, retried = 0, unavailable = 0, dead = 0, oks = 0, poisoned = 0, fatal = 0;
+    int64_t taken = 0; /* events this ack really concerned (not double acks) */
     unsigned most_tries = 0;
     char why[320];
     pthread_mutex_lock(&s->mu);
@@ -813,6 +814,7 @@ static void host_ack(struct pgcdc_sink *s, uint64_t batch_id, size_t first, size
             continue;
         }
         struct slot *sl = &p->slots[seq & p->mask];
+        taken++;
         switch (status) {
         case PGCDC_ACK_OK:
             *st = EV_DONE;
@@ -916,7 +918,7 @@ static void host_ack(struct pgcdc_sink *s, uint64_t batch_id, size_t first, size
     atomic_fetch_add_explicit(&s->m.unavailable, (uint64_t)unavailable, memory_order_relaxed);
     atomic_fetch_add_explicit(&s->m.poison, (uint64_t)poisoned, memory_order_relaxed);
     atomic_fetch_add_explicit(&s->m.fatal, (uint64_t)fatal, memory_order_relaxed);
-    atomic_fetch_sub_explicit(&s->m.inflight, (int64_t)n, memory_order_relaxed);
+    atomic_fetch_sub_explicit(&s->m.inflight, taken, memory_order_relaxed);
     if (b->outstanding == 0) {
         pgcdc_hist_observe_us(&s->m.batch, (uint64_t)(mono_us() - b->started_us));
         b->active = 0;
