@@ -337,3 +337,24 @@ def test_backfill_resumes_after_a_sigkill(h):
     p.terminate()
     assert p.wait(30) == 0
     print(f"backfill killed after {acked} acked rows; resumed from there")
+
+
+def test_a_table_added_to_the_publication_is_backfilled(h):
+    """source.backfill_new_tables: a table added to the publication while pgcdc streams is
+    backfilled by itself, its existing rows as op r events."""
+    db, slot = setup(h, rows=100, name="bfn")
+    h.pg.execute("CREATE TABLE later (id int PRIMARY KEY, v text); "
+                 "INSERT INTO later SELECT g, 'l' || g FROM generate_series(1, 1500) g", dbname=db)
+    cfg = backfill_cfg(h, db, slot, backfill_new_tables=True)
+    p = h.pgcdc(cfg)
+    p.wait_log("streaming from slot")
+    time.sleep(1)  # the first look at the publication records items and notes only
+    assert not [e for e in p.events() if e["op"] == "r"], "existing tables were backfilled"
+    h.pg.execute(f"ALTER PUBLICATION {slot} ADD TABLE later", dbname=db)
+    p.wait_log(r"public\.later was added to publication .*: queued", timeout=30)
+    wait_until(lambda: backfills(h, p).get("public.later", {}).get("state") == "done", 60, 0.2)
+    later = {e["after"]["id"] for e in p.events() if e["op"] == "r"}
+    assert later == set(range(1, 1501)), len(later)
+    assert {e["source"]["table"] for e in p.events() if e["op"] == "r"} == {"later"}
+    p.terminate()
+    assert p.wait(30) == 0

@@ -31,7 +31,7 @@ static const char *const job_state_names[] = {"queued", "running", "done", "fail
 struct job {
     char schema[128], name[128];
     int state;
-    uint64_t rows, chunks;
+    uint64_t rows, chunks, estimate; /* estimate: pg_class.reltuples at the start */
     char error[256];
     int64_t started_ms, ended_ms;
 };
@@ -75,6 +75,8 @@ struct pgcdc_backfill {
     size_t seen_cap, nseen;
     struct pgcdc_pgo_tuple *tup;
     struct pgcdc_pgo_relation *rel; /* the running table's, as pgoutput would send it */
+
+    int64_t last_progress_ms;
 
     /* Emitted chunks not yet acked: (mark, key) for the progress file. */
     struct pending {
@@ -422,9 +424,12 @@ void pgcdc_backfill_status_json(struct pgcdc_backfill *b, struct pgcdc_buf *out)
         pgcdc_buf_puts(out, i ? ",{\"table\":" : "{\"table\":");
         json_str(out, t);
         int64_t ms = j->started_ms ? (j->ended_ms ? j->ended_ms : now) - j->started_ms : 0;
-        pgcdc_buf_printf(out, ",\"state\":\"%s\",\"rows\":%llu,\"chunks\":%llu,\"seconds\":%.1f",
+        pgcdc_buf_printf(out,
+                         ",\"state\":\"%s\",\"rows\":%llu,\"chunks\":%llu,\"estimate\":%llu,"
+                         "\"seconds\":%.1f",
                          job_state_names[j->state], (unsigned long long)j->rows,
-                         (unsigned long long)j->chunks, (double)ms / 1000);
+                         (unsigned long long)j->chunks, (unsigned long long)j->estimate,
+                         (double)ms / 1000);
         if (j->error[0]) {
             pgcdc_buf_puts(out, ",\"error\":");
             json_str(out, j->error);
@@ -504,6 +509,14 @@ static int start_table(struct pgcdc_backfill *b, struct job *j, struct pgcdc_err
     char relid[16];
     snprintf(relid, sizeof relid, "%u", b->relid);
     const char *p2[] = {relid};
+    res = q(b, "SELECT GREATEST(reltuples, 0)::bigint FROM pg_catalog.pg_class WHERE oid = $1::oid",
+            1, p2, err);
+    if (res != NULL) {
+        pthread_mutex_lock(&b->mu);
+        j->estimate = PQntuples(res) == 1 ? strtoull(PQgetvalue(res, 0, 0), NULL, 10) : 0;
+        pthread_mutex_unlock(&b->mu);
+        PQclear(res);
+    }
     res = q(b,
             "SELECT a.attname FROM pg_catalog.pg_index i JOIN pg_catalog.pg_attribute a "
             "  ON a.attrelid = i.indrelid AND a.attnum = ANY (i.indkey::int2[]) "
@@ -847,6 +860,93 @@ void pgcdc_backfill_emitted(struct pgcdc_backfill *b, uint64_t mark)
 
 /* ---- the state machine ---- */
 
+/* rows, chunks, rate and ETA: a line on a terminal, a log line every 10 s otherwise. */
+static void progress(struct pgcdc_backfill *b, const struct job *j, int final)
+{
+    int64_t now = mono_ms();
+    int tty = isatty(STDERR_FILENO);
+    if (!final && now - b->last_progress_ms < (tty ? 500 : 10000)) {
+        return;
+    }
+    b->last_progress_ms = now;
+    double secs = (double)(now - j->started_ms) / 1000.0;
+    double rate = secs > 0 ? (double)j->rows / secs : 0;
+    char eta[32] = "-";
+    if (final) {
+        snprintf(eta, sizeof eta, "0s");
+    }
+    else if (rate > 0 && j->estimate > j->rows) {
+        snprintf(eta, sizeof eta, "%.0fs", (double)(j->estimate - j->rows) / rate);
+    }
+    if (tty) {
+        fprintf(stderr, "\rbackfill %s.%s: %llu rows, %llu chunks, %.0f rows/s, ETA %s   %s",
+                j->schema, j->name, (unsigned long long)j->rows, (unsigned long long)j->chunks,
+                rate, eta, final ? "\n" : "");
+        fflush(stderr);
+    }
+    else if (!final) {
+        pgcdc_log(PGCDC_LOG_INFO, "backfill", "%s.%s: %llu rows, %llu chunks, %.0f rows/s, ETA %s",
+                  j->schema, j->name, (unsigned long long)j->rows, (unsigned long long)j->chunks,
+                  rate, eta);
+    }
+}
+
+/* Tables of the publication not seen before (checkpoint.path/tables): queue their backfill.
+ * The first call only records what is there. */
+int pgcdc_backfill_watch(struct pgcdc_backfill *b, struct pgcdc_err *err)
+{
+    const char *p[] = {b->publication};
+    PGresult *res = q(b,
+                      "SELECT schemaname || '.' || tablename FROM "
+                      "pg_catalog.pg_publication_tables WHERE pubname = $1 ORDER BY 1",
+                      1, p, err);
+    if (res == NULL) {
+        return PGCDC_EIO;
+    }
+    char path[4096];
+    snprintf(path, sizeof path, "%s/tables", b->state_dir);
+    struct pgcdc_buf known; /* "\n" + one "schema.table\n" per table */
+    pgcdc_buf_init(&known);
+    pgcdc_buf_putc(&known, '\n');
+    FILE *f = fopen(path, "r");
+    int first = f == NULL;
+    if (f != NULL) {
+        char line[600];
+        while (fgets(line, sizeof line, f) != NULL) {
+            pgcdc_buf_puts(&known, line);
+        }
+        fclose(f);
+    }
+    pgcdc_buf_putc(&known, '\0');
+    struct pgcdc_buf now;
+    pgcdc_buf_init(&now);
+    int added = 0;
+    for (int i = 0; i < PQntuples(res); i++) {
+        const char *t = PQgetvalue(res, i, 0);
+        char line[600];
+        snprintf(line, sizeof line, "\n%s\n", t);
+        pgcdc_buf_puts(&now, line + 1);
+        int seen = known.data != NULL && strstr(known.data, line) != NULL;
+        if (!first && !seen) {
+            struct pgcdc_err e2 = {0};
+            if (pgcdc_backfill_request(b, t, &e2) == 0) {
+                pgcdc_log(PGCDC_LOG_INFO, "backfill", "%s was added to publication %s: queued", t,
+                          b->publication);
+            }
+            added++;
+        }
+    }
+    PQclear(res);
+    int rc = 0;
+    if (first || added > 0 || known.data == NULL || now.data == NULL ||
+        strcmp(known.data + 1, now.data ? now.data : "") != 0) {
+        rc = pgcdc_file_replace(b->state_dir, "tables", now.data ? now.data : "", now.len, err);
+    }
+    pgcdc_buf_fini(&known);
+    pgcdc_buf_fini(&now);
+    return rc;
+}
+
 static void fail_job(struct pgcdc_backfill *b, const char *why)
 {
     pthread_mutex_lock(&b->mu);
@@ -889,6 +989,7 @@ int pgcdc_backfill_step(struct pgcdc_backfill *b, uint64_t released, struct pgcd
             b->acked_key = p.key;
         }
         saved = 1;
+        progress(b, j, p.last);
         if (p.last) {
             pgcdc_log(PGCDC_LOG_INFO, "backfill", "%s.%s done: %llu rows in %llu chunks", j->schema,
                       j->name, (unsigned long long)j->rows, (unsigned long long)j->chunks);

@@ -97,6 +97,11 @@ void pgcdc_backfill_emitted(struct pgcdc_backfill *b, uint64_t mark);
  * the table yet; valid until the next step. */
 const struct pgcdc_pgo_relation *pgcdc_backfill_relation(const struct pgcdc_backfill *b);
 
+/* Source thread, every few seconds when source.backfill_new_tables: queue a backfill of each
+ * table added to the publication since the last call (remembered in checkpoint.path/tables;
+ * the first call only records them). */
+int pgcdc_backfill_watch(struct pgcdc_backfill *b, struct pgcdc_err *err);
+
 /* Whether a backfill has work (a chunk to start or a window open): the loop polls faster. */
 int pgcdc_backfill_busy(struct pgcdc_backfill *b);
 

@@ -1437,6 +1437,10 @@ static const struct pgcdc_config_key source_keys[] = {
         backfill_chunk_rows,
         "rows per chunk of a backfill on demand (pgcdc backfill TABLE), read between two "
         "watermarks in the stream (1..4096)"),
+    KEY(PGCDC_CFG_BOOL, "backfill_new_tables", "false", 0, struct pgcdc_source_config,
+        backfill_new_tables,
+        "backfill each table added to the publication while pgcdc runs (checked every 10 s, "
+        "and at start against the tables of the last run)"),
     KEY(PGCDC_CFG_SIZE, "snapshot_chunk", "32MiB", 0, struct pgcdc_source_config, snapshot_chunk,
         "heap of a table per chunk (a range of 8 KiB blocks): the unit of parallelism and of "
         "resuming"),

@@ -41,6 +41,7 @@ struct pgcdc_source_config {
     int64_t snapshot_workers;      /* parallel COPY connections; default 2 */
     int64_t snapshot_chunk;        /* bytes of heap per chunk; default 32MiB */
     int64_t backfill_chunk_rows;   /* rows per backfill chunk; default 1024 */
+    int backfill_new_tables;       /* backfill tables added to the publication; default off */
     int64_t status_interval_ms;    /* standby status update period; default 10s */
     int64_t reconnect_min_ms;      /* default 100ms */
     int64_t reconnect_max_ms;      /* default 30s */

@@ -196,6 +196,7 @@ struct engine {
     size_t cfg_nsinks; /* sinks in the file (0: the implicit stdout sink runs) */
 
     struct pgcdc_backfill *bf; /* backfills on demand (core/backfill.h); NULL in tail mode */
+    int64_t next_table_watch;  /* source.backfill_new_tables */
 
     /* The initial snapshot (core/snapshot.h): its events are pushed directly. */
     uint64_t snap_lsn;
@@ -971,6 +972,14 @@ static int stream(struct engine *e, struct pgcdc_err *err)
         }
         /* A backfill's next chunk, between transactions (its rows go in at its watermark). */
         int backfilling = 0;
+        if (e->bf != NULL && e->cfg->source.backfill_new_tables && !draining &&
+            mono_ms() >= e->next_table_watch) {
+            e->next_table_watch = mono_ms() + 10000;
+            struct pgcdc_err werr = {0};
+            if (pgcdc_backfill_watch(e->bf, &werr) != 0) {
+                pgcdc_log(PGCDC_LOG_WARN, "backfill", "watching the publication: %s", werr.msg);
+            }
+        }
         if (e->bf != NULL && !draining && !e->in_txn && e->npend == 0 && !e->pend_commit &&
             pgcdc_backfill_busy(e->bf)) {
             backfilling = 1;
