@@ -358,3 +358,18 @@ def test_a_table_added_to_the_publication_is_backfilled(h):
     assert {e["source"]["table"] for e in p.events() if e["op"] == "r"} == {"later"}
     p.terminate()
     assert p.wait(30) == 0
+
+
+def test_check_names_a_table_the_snapshot_cannot_read(h):
+    db, slot = setup(h, rows=10, name="snapc")
+    role = h.unique("nosel")
+    h.pg.create_role(role, replication=True)
+    cfg = make_config(h.pg.dsn(db, user=role), slot, slot, create_publication=False,
+                      snapshot="initial")
+    r = h.pgcdc_cmd(["check"], cfg)
+    assert r.returncode == 78, r.stdout
+    assert f"public.items: role {role} lacks SELECT on it: the initial snapshot cannot read it" \
+        in r.stdout, r.stdout
+    h.pg.execute(f'GRANT SELECT ON items, notes TO "{role}"', dbname=db)
+    r = h.pgcdc_cmd(["check"], cfg)
+    assert r.returncode == 0 and "lacks SELECT" not in r.stdout, r.stdout

@@ -2195,7 +2195,8 @@ static void check_tables(PGconn *conn, struct report *r, const struct pgcdc_sour
                          "EXISTS (SELECT 1 FROM pg_catalog.pg_index i WHERE i.indrelid = c.oid "
                          "AND i.indisprimary), "
                          "EXISTS (SELECT 1 FROM pg_catalog.pg_index i WHERE i.indrelid = c.oid "
-                         "AND i.indisreplident) "
+                         "AND i.indisreplident), "
+                         "pg_catalog.has_table_privilege(c.oid, 'SELECT') "
                          "FROM pg_catalog.pg_publication_tables pt "
                          "JOIN pg_catalog.pg_namespace n ON n.nspname = pt.schemaname "
                          "JOIN pg_catalog.pg_class c ON c.relnamespace = n.oid AND "
@@ -2208,7 +2209,8 @@ static void check_tables(PGconn *conn, struct report *r, const struct pgcdc_sour
                              "EXISTS (SELECT 1 FROM pg_catalog.pg_index i WHERE i.indrelid = "
                              "c.oid AND i.indisprimary), "
                              "EXISTS (SELECT 1 FROM pg_catalog.pg_index i WHERE i.indrelid = "
-                             "c.oid AND i.indisreplident) "
+                             "c.oid AND i.indisreplident), "
+                             "pg_catalog.has_table_privilege(c.oid, 'SELECT') "
                              "FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON "
                              "n.oid = c.relnamespace WHERE (n.nspname, c.relname) IN (");
         for (const char *const *t = sc->tables; *t != NULL; t++) {
@@ -2242,6 +2244,17 @@ static void check_tables(PGconn *conn, struct report *r, const struct pgcdc_sour
         char ident = PQgetvalue(res, i, 2)[0];
         int has_pk = PQgetvalue(res, i, 3)[0] == 't';
         int has_ri_index = PQgetvalue(res, i, 4)[0] == 't';
+        int can_select = PQgetvalue(res, i, 5)[0] == 't';
+        int snapshot = sc->snapshot != NULL && strcmp(sc->snapshot, "initial") == 0;
+        if (!can_select) {
+            /* The initial snapshot and backfills read the table (and TOAST read-back too). */
+            report(r, snapshot ? 2 : 1,
+                   "%s.%s: role %s lacks SELECT on it: %s (GRANT SELECT ON %s.%s TO ...)", ns, rel,
+                   PQuser(conn),
+                   snapshot ? "the initial snapshot cannot read it"
+                            : "backfills and TOAST read-back cannot read it",
+                   ns, rel);
+        }
         switch (ident) {
         case 'f':
             report(r, 0, "%s.%s: replica identity FULL (old rows complete, TOAST refilled)", ns,
