@@ -102,8 +102,8 @@ MATRIX = [
     ("R26", "startup with the broker down", "quick", ["test_nats::test_nats_down_when_pgcdc_starts"]),
     ("R27", "decoder/encoder robustness", "quick",
      "scripts/fuzz (the fuzz suite of scripts/test): libFuzzer on the pgoutput stream, the "
-     "config parser and the JSON renderer, ASan+UBSan; test_pgoutput's truncation and "
-     "byte-flip cases"),
+     "config parser, the JSON renderer and the snapshot's COPY row decoder, ASan+UBSan; "
+     "test_pgoutput's truncation and byte-flip cases"),
     ("B1", "bulkhead: a stalled sink does not delay the others within its budget", "quick",
      ["test_fault_bulkheads::test_a_stalled_sink_does_not_delay_the_others_within_its_budget"]),
     ("B2", "best_effort sink never holds the checkpoint; dlq replay, purge, NATS mirror",
