@@ -21,6 +21,23 @@ from harness import make_config, wait_until, lsn_to_int
 from ledger import Writer, setup_ledger
 
 
+def read_flush_lsn(pg, slot, conn):
+    """(conn, the slot's confirmed_flush_lsn as an int or None); conn is (re)opened as needed
+    and None after a failure (a paused or restarting server), which raises."""
+    if conn is None or conn.closed:  # (again, after a Postgres restart)
+        conn = psycopg2.connect(pg.dsn(), connect_timeout=2)
+        conn.autocommit = True
+    try:
+        cur = conn.cursor()
+        cur.execute("SELECT confirmed_flush_lsn::text FROM pg_replication_slots "
+                    "WHERE slot_name = %s", (slot,))
+        row = cur.fetchone()
+    except Exception:
+        conn.close()
+        raise
+    return conn, (lsn_to_int(row[0]) if row is not None and row[0] is not None else None)
+
+
 class Sampler(threading.Thread):
     """(confirmed_flush_lsn, stream message count) every 100 ms, lsn read first.
 
@@ -56,20 +73,12 @@ class Sampler(threading.Thread):
         conn = None
         while not self.stop_ev.wait(0.1):
             try:
-                if conn is None or conn.closed:  # (again, after a Postgres restart)
-                    conn = psycopg2.connect(self.pg.dsn(), connect_timeout=2)
-                    conn.autocommit = True
-                cur = conn.cursor()
-                cur.execute("SELECT confirmed_flush_lsn::text FROM pg_replication_slots "
-                            "WHERE slot_name = %s", (self.slot,))
-                row = cur.fetchone()
-                if row is None or row[0] is None:
+                conn, lsn = read_flush_lsn(self.pg, self.slot, conn)
+                if lsn is None:
                     continue
-                lsn = lsn_to_int(row[0])
                 count = self.stream_count()
             except Exception:  # a paused or dead server: skip this sample
-                if conn is not None:
-                    conn.close()
+                conn = None
                 continue
             # The stream only grows here. A server that is still recovering after a restart
             # lists it late, or with fewer messages than it already reported, and such a
@@ -114,19 +123,11 @@ class FlushSampler(threading.Thread):
         conn = None
         while not self.stop_ev.wait(self.interval):
             try:
-                if conn is None or conn.closed:
-                    conn = psycopg2.connect(self.pg.dsn(), connect_timeout=2)
-                    conn.autocommit = True
-                cur = conn.cursor()
-                cur.execute("SELECT confirmed_flush_lsn::text FROM pg_replication_slots "
-                            "WHERE slot_name = %s", (self.slot,))
-                row = cur.fetchone()
-                if row is None or row[0] is None:
+                conn, lsn = read_flush_lsn(self.pg, self.slot, conn)
+                if lsn is None:
                     continue
-                lsn = lsn_to_int(row[0])
             except Exception:
-                if conn is not None:
-                    conn.close()
+                conn = None
                 self.skipped += 1
                 continue
             try:

@@ -195,8 +195,9 @@ struct engine {
     int reloads_seen;
     size_t cfg_nsinks; /* sinks in the file (0: the implicit stdout sink runs) */
 
-    struct pgcdc_backfill *bf; /* backfills on demand (core/backfill.h); NULL in tail mode */
-    int64_t next_table_watch;  /* source.backfill_new_tables */
+    struct pgcdc_backfill *bf;    /* backfills on demand (core/backfill.h); NULL in tail mode */
+    struct pgcdc_pgo_change *row; /* a snapshot or backfill row, for the encoder */
+    int64_t next_table_watch;     /* source.backfill_new_tables */
 
     /* The initial snapshot (core/snapshot.h): its events are pushed directly. */
     uint64_t snap_lsn;
@@ -489,6 +490,21 @@ static void heartbeat_seen(struct engine *e, int64_t sent)
     atomic_fetch_add_explicit(&e->m->heartbeats_seen, 1, memory_order_relaxed);
 }
 
+/* A read row as the change the encoder takes: its new tuple. e->row is not e->msg, which may
+ * hold the message being decoded (the backfill's high watermark). */
+static const struct pgcdc_pgo_change *row_change(struct engine *e, uint32_t relid,
+                                                 const struct pgcdc_pgo_tuple *tup)
+{
+    struct pgcdc_pgo_change *chg = e->row;
+    chg->relid = relid;
+    chg->old_kind = 0;
+    chg->has_new = 1;
+    chg->old_tuple.ncols = 0;
+    chg->new_tuple.ncols = tup->ncols;
+    memcpy(chg->new_tuple.cols, tup->cols, tup->ncols * sizeof tup->cols[0]);
+    return chg;
+}
+
 /*
  * A backfill chunk's high watermark: its rows the window did not see become op r events at
  * this place in the stream (id <source>/<H>/<index>), pending like any message's events.
@@ -526,13 +542,7 @@ static int backfill_emit(struct engine *e, uint64_t lsn, struct pgcdc_err *err)
         if (p == NULL) {
             return err->rc;
         }
-        struct pgcdc_pgo_change *chg = &e->msg->u.change;
-        chg->relid = relid;
-        chg->old_kind = 0;
-        chg->has_new = 1;
-        chg->old_tuple.ncols = 0;
-        chg->new_tuple.ncols = tup->ncols;
-        memcpy(chg->new_tuple.cols, tup->cols, tup->ncols * sizeof tup->cols[0]);
+        const struct pgcdc_pgo_change *chg = row_change(e, relid, tup);
         struct pgcdc_enc_ctx c;
         enc_ctx(e, &c, lsn);
         c.seq = index;
@@ -1379,14 +1389,7 @@ static int snap_row(void *ctx, uint32_t relid, const struct pgcdc_pgo_tuple *tup
     if (rel == NULL) {
         return err->rc;
     }
-    /* The row is the change's new tuple (the tuple is large: it is not copied). */
-    struct pgcdc_pgo_change *chg = &e->msg->u.change;
-    chg->relid = relid;
-    chg->old_kind = 0;
-    chg->has_new = 1;
-    chg->old_tuple.ncols = 0;
-    chg->new_tuple.ncols = tup->ncols;
-    memcpy(chg->new_tuple.cols, tup->cols, tup->ncols * sizeof tup->cols[0]);
+    const struct pgcdc_pgo_change *chg = row_change(e, relid, tup);
     char id[PGCDC_EVENT_ID_MAX];
     pgcdc_event_id(id, sizeof id, e->source, e->snap_lsn, seq);
     struct pgcdc_enc_ctx c;
@@ -1877,9 +1880,10 @@ int pgcdc_engine_run(struct pgcdc_config *cfg, int mode)
                                      .dlq_mirror_url = cfg->dlq.mirror_url,
                                      .dlq_mirror_subject = cfg->dlq.mirror_subject};
     e.msg = malloc(sizeof *e.msg);
+    e.row = malloc(sizeof *e.row);
     e.pend = calloc(MAX_PENDING, sizeof *e.pend);
     e.rc = pgcdc_relcache_new();
-    if (e.msg == NULL || e.pend == NULL || e.rc == NULL) {
+    if (e.msg == NULL || e.row == NULL || e.pend == NULL || e.rc == NULL) {
         pgcdc_log(PGCDC_LOG_ERROR, "engine", "out of memory");
         goto out;
     }
@@ -1988,6 +1992,7 @@ out:
     free(e.dl_handles);
     pgcdc_relcache_free(e.rc);
     free(e.msg);
+    free(e.row);
     free(e.pend);
     pgcdc_buf_fini(&e.pend_buf);
     pgcdc_buf_fini(&e.snap_buf);
