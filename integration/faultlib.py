@@ -197,8 +197,12 @@ def verify_index(events, key="id"):
     for e in events:
         if e["op"] in ("c", "u", "d"):
             row = e["after"] if e["op"] != "d" else e["before"]
-            by_key.setdefault(str(row[key]), []).append((e["source"]["commit_lsn"],
-                                                         e["source"]["lsn"], e["op"]))
+            src = e["source"]
+            by_key.setdefault(str(row[key]), []).append((src["commit_lsn"], src["lsn"], e["op"]))
+            old = e.get("before") or {}
+            if e["op"] == "u" and key in old and old[key] != row[key]:
+                # the key changed: the old key's document goes, like a delete
+                by_key.setdefault(str(old[key]), []).append((src["commit_lsn"], src["lsn"], "d"))
 
     def verify(lsn, docs):
         for k, changes in by_key.items():

@@ -344,6 +344,11 @@ def test_flush_verifiers_catch_a_flush_ahead_of_the_sink():
     vi(350, {"1": {"version": 190}})  # doc 2 deleted: absent is right
     assert fails(vi, 250, {"1": {"version": 90}}), "update not in the index"
     assert fails(vi, 150, {}), "insert not in the index"
+    moved = evs + [{"op": "u", "source": {"commit_lsn": 400, "lsn": 390, "ts_us": 4_000_000},
+                    "key": {"id": 5}, "before": {"id": 1}, "after": {"id": 5}}]
+    vm = faultlib.verify_index(moved)
+    vm(450, {"5": {"version": 390}})  # id 1 became 5: no doc 1 is right
+    assert fails(vm, 450, {"1": {"version": 190}}), "the moved row's new key is missing"
 
     for e, i in zip(evs, ("a", "b", "c")):
         e["id"] = i

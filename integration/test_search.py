@@ -8,6 +8,7 @@ import base64
 import json
 import random
 
+from faultlib import FlushSampler, verify_index
 from harness import make_config, wait_until, lsn_to_int
 from searchd import start_searchd
 
@@ -153,12 +154,16 @@ def test_replay_from_a_rewound_checkpoint_changes_nothing(h):
 def test_item_429s_retry_only_the_failed_items(h):
     srv = start_searchd(h, name="searchd_429")
     db, slot, cfg = setup(h, srv)
+    cfg["sinks"].append({"name": "witness", "type": "stdout", "path": "@EVENTS@"})
     p = h.pgcdc(cfg)
     p.wait_log("streaming from slot")
     srv.set_faults(item_429=0.3, seed=7)
-    workload(h, db, random.Random(11), n=200)
-    h.pg.execute("UPDATE users SET n = -1 WHERE id % 7 = 0", dbname=db)
-    caught_up(h, slot, 120)
+    # Every 100 ms: the slot never passes a change the index does not have yet.
+    with FlushSampler(h.pg, slot, lambda: srv.dump("public_users")) as sampler:
+        workload(h, db, random.Random(11), n=200)
+        h.pg.execute("UPDATE users SET n = -1 WHERE id % 7 = 0", dbname=db)
+        caught_up(h, slot, 120)
+    sampler.check(verify_index([e for e in p.events() if e["source"]["table"] == "users"]))
     srv.clear_faults()
     assert_index_equals_table(h, db, srv)
     st = srv.stats()
