@@ -9,6 +9,22 @@ from harness import make_config, wait_until, lsn_to_int, pgcdc_bin
 
 TIMEOUT = 300
 
+VALGRIND = ("--error-exitcode=99", "--leak-check=full", "--show-leak-kinds=definite,indirect",
+            "--errors-for-leak-kinds=definite,indirect", "--track-origins=yes")
+
+
+def under_valgrind(h, cfg):
+    return h.pgcdc(cfg, binary=shutil.which("valgrind"), args=VALGRIND + (str(pgcdc_bin()), "run"))
+
+
+def drain_clean(p):
+    """SIGTERM, then: exit 0 and not one valgrind error (leaks count as errors)."""
+    p.terminate()
+    rc = p.wait(120)
+    text = p.log_path.read_text(errors="replace")
+    assert rc == 0, f"valgrind/pgcdc exit {rc}\n" + "\n".join(text.splitlines()[-40:])
+    assert "ERROR SUMMARY: 0 errors" in text, text[-3000:]
+
 
 def test_live_stream_is_valgrind_clean(h):
     assert shutil.which("valgrind"), "valgrind is not installed (scripts/install-deps)"
@@ -19,9 +35,7 @@ def test_live_stream_is_valgrind_clean(h):
     cfg = make_config(h.pg.dsn(db), slot, slot, tables=["public.t"], sinks=[
         {"name": "j", "type": "stdout", "path": "@DIR@/events.jsonl"},
         {"name": "m", "type": "stdout", "path": "@DIR@/events.msgpack", "format": "msgpack"}])
-    vg = ("--error-exitcode=99", "--leak-check=full", "--show-leak-kinds=definite,indirect",
-          "--errors-for-leak-kinds=definite,indirect", "--track-origins=yes")
-    p = h.pgcdc(cfg, binary=shutil.which("valgrind"), args=vg + (str(pgcdc_bin()), "run"))
+    p = under_valgrind(h, cfg)
     p.wait_log("streaming from slot", timeout=120)
     for i in range(10):
         h.pg.execute(f"INSERT INTO t SELECT g, md5(g::text), '\\x0102', now(), g / 7.0, "
@@ -32,11 +46,7 @@ def test_live_stream_is_valgrind_clean(h):
     end = lsn_to_int(h.pg.query_one("SELECT pg_current_wal_lsn()::text"))
     wait_until(lambda: lsn_to_int(h.pg.slot_info(slot)["confirmed_flush_lsn"]) >= end, 120,
                0.5, "events to be confirmed")
-    p.terminate()
-    rc = p.wait(120)
-    text = p.log_path.read_text(errors="replace")
-    assert rc == 0, f"valgrind/pgcdc exit {rc}\n" + "\n".join(text.splitlines()[-40:])
-    assert "ERROR SUMMARY: 0 errors" in text, text[-3000:]
+    drain_clean(p)
     assert len(p.events()) >= 1000
 
 
@@ -56,9 +66,7 @@ def test_snapshot_backfill_http_and_reload_are_valgrind_clean(h):
                       sinks=[{"name": "j", "type": "stdout", "path": "@DIR@/events.jsonl"}])
     cfg["source"].update({"heartbeat_interval": "200ms", "slot_poll_interval": "200ms",
                           "snapshot_chunk": "8KiB", "backfill_chunk_rows": 100})
-    vg = ("--error-exitcode=99", "--leak-check=full", "--show-leak-kinds=definite,indirect",
-          "--errors-for-leak-kinds=definite,indirect", "--track-origins=yes")
-    p = h.pgcdc(cfg, binary=shutil.which("valgrind"), args=vg + (str(pgcdc_bin()), "run"))
+    p = under_valgrind(h, cfg)
     base = harness.metrics_base(p)
     p.wait_log("streaming from slot", timeout=120)
     wait_until(lambda: harness.http_get(base + "/readyz", timeout=10)[0] == 200, 60, 0.5)
@@ -77,10 +85,6 @@ def test_snapshot_backfill_http_and_reload_are_valgrind_clean(h):
     end = lsn_to_int(h.pg.query_one("SELECT pg_current_wal_lsn()::text"))
     wait_until(lambda: lsn_to_int(h.pg.slot_info(slot)["confirmed_flush_lsn"]) >= end, 120,
                0.5, "events to be confirmed")
-    p.terminate()
-    rc = p.wait(120)
-    text = p.log_path.read_text(errors="replace")
-    assert rc == 0, f"valgrind/pgcdc exit {rc}\n" + "\n".join(text.splitlines()[-40:])
-    assert "ERROR SUMMARY: 0 errors" in text, text[-3000:]
+    drain_clean(p)
     reads = [e for e in p.events() if e["op"] == "r"]
     assert len(reads) >= 1000, len(reads)  # the snapshot's 500 and the backfill's 500

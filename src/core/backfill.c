@@ -15,6 +15,7 @@
 #include <libpq-fe.h>
 
 #include "core/checkpoint.h"
+#include "core/clock.h"
 #include "core/err.h"
 #include "core/log.h"
 #include "pg/replication.h"
@@ -87,13 +88,6 @@ struct pgcdc_backfill {
     } pend[64];
     int npend;
 };
-
-static int64_t mono_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
 
 static void free_key(char **k, int n)
 {
@@ -416,7 +410,7 @@ void pgcdc_backfill_status_json(struct pgcdc_backfill *b, struct pgcdc_buf *out)
 {
     pthread_mutex_lock(&b->mu);
     pgcdc_buf_puts(out, "{\"backfills\":[");
-    int64_t now = mono_ms();
+    int64_t now = pgcdc_mono_ms();
     for (int i = 0; i < b->njobs; i++) {
         const struct job *j = &b->jobs[i];
         char t[300];
@@ -863,7 +857,7 @@ void pgcdc_backfill_emitted(struct pgcdc_backfill *b, uint64_t mark)
 /* rows, chunks, rate and ETA: a line on a terminal, a log line every 10 s otherwise. */
 static void progress(struct pgcdc_backfill *b, const struct job *j, int final)
 {
-    int64_t now = mono_ms();
+    int64_t now = pgcdc_mono_ms();
     int tty = isatty(STDERR_FILENO);
     if (!final && now - b->last_progress_ms < (tty ? 500 : 10000)) {
         return;
@@ -952,7 +946,7 @@ static void fail_job(struct pgcdc_backfill *b, const char *why)
     pthread_mutex_lock(&b->mu);
     struct job *j = &b->jobs[b->cur];
     j->state = JOB_FAILED;
-    j->ended_ms = mono_ms();
+    j->ended_ms = pgcdc_mono_ms();
     snprintf(j->error, sizeof j->error, "%s", why);
     pthread_mutex_unlock(&b->mu);
     pgcdc_log(PGCDC_LOG_ERROR, "backfill", "%s.%s failed: %s", j->schema, j->name, why);
@@ -977,7 +971,7 @@ int pgcdc_backfill_step(struct pgcdc_backfill *b, uint64_t released, struct pgcd
         j->rows += p.rows;
         if (p.last) {
             j->state = JOB_DONE;
-            j->ended_ms = mono_ms();
+            j->ended_ms = pgcdc_mono_ms();
         }
         pthread_mutex_unlock(&b->mu);
         if (b->m != NULL) {
@@ -1014,7 +1008,7 @@ int pgcdc_backfill_step(struct pgcdc_backfill *b, uint64_t released, struct pgcd
             if (b->jobs[i].state == JOB_QUEUED) {
                 b->cur = i;
                 b->jobs[i].state = JOB_RUNNING;
-                b->jobs[i].started_ms = mono_ms();
+                b->jobs[i].started_ms = pgcdc_mono_ms();
                 b->jobs[i].ended_ms = 0;
             }
         }

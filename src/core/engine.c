@@ -41,6 +41,7 @@
 #include "core/backfill.h"
 #include "core/buf.h"
 #include "core/checkpoint.h"
+#include "core/clock.h"
 #include "core/err.h"
 #include "core/failpoint.h"
 #include "core/http.h"
@@ -209,20 +210,6 @@ struct engine {
 static void mirror_metrics(struct engine *e);
 static void reload(struct engine *e);
 
-static int64_t mono_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
-static int64_t wall_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 static int64_t jittered_backoff(const struct pgcdc_source_config *sc, unsigned attempt)
 {
     int64_t base = sc->reconnect_min_ms;
@@ -347,7 +334,7 @@ static int write_checkpoint(struct engine *e, uint64_t lsn, struct pgcdc_err *er
     if (rc == 0) {
         e->cp = cp;
         e->have_cp = 1;
-        atomic_store_explicit(&e->m->last_checkpoint_ms, wall_ms(), memory_order_relaxed);
+        atomic_store_explicit(&e->m->last_checkpoint_ms, pgcdc_wall_ms(), memory_order_relaxed);
     }
     return rc;
 }
@@ -370,7 +357,7 @@ static void update_flush(struct engine *e)
 static int maybe_send_status(struct engine *e, int force, struct pgcdc_err *err)
 {
     update_flush(e);
-    int64_t now = mono_ms();
+    int64_t now = pgcdc_mono_ms();
     int64_t since = now - e->last_status_ms;
     int advanced = e->flush_lsn > e->cp.lsn || !e->have_cp;
     if (!force && !e->reply_requested && since < e->status_interval_ms &&
@@ -442,7 +429,7 @@ static void enc_ctx(struct engine *e, struct pgcdc_enc_ctx *c, uint64_t lsn)
     c->seq = e->seq;
     c->xid = e->xid;
     c->ts_us = e->commit_ts_us;
-    c->now_ms = wall_ms();
+    c->now_ms = pgcdc_wall_ms();
     c->snapshot = 0;
     c->id = NULL;
 }
@@ -485,7 +472,7 @@ static int is_heartbeat(const struct engine *e, const struct pgcdc_pgo_message *
 
 static void heartbeat_seen(struct engine *e, int64_t sent)
 {
-    int64_t lat = wall_ms() - sent;
+    int64_t lat = pgcdc_wall_ms() - sent;
     atomic_store_explicit(&e->m->heartbeat_latency_ms, lat > 0 ? lat : 0, memory_order_relaxed);
     atomic_fetch_add_explicit(&e->m->heartbeats_seen, 1, memory_order_relaxed);
 }
@@ -679,7 +666,7 @@ static int handle_pgoutput(struct engine *e, const uint8_t *data, size_t len, ui
             if (mark != PGCDC_BF_NOT_OURS) {
                 if (!transactional) {
                     e->commit_lsn = m->u.message.lsn; /* a unit of its own, like any message */
-                    e->commit_ts_us = wall_ms() * 1000;
+                    e->commit_ts_us = pgcdc_wall_ms() * 1000;
                     e->xid = 0;
                     e->last_commit_end = m->u.message.lsn;
                 }
@@ -689,7 +676,7 @@ static int handle_pgoutput(struct engine *e, const uint8_t *data, size_t len, ui
         if (!transactional) {
             /* A non-transactional message is its own unit: id (lsn, 0). */
             e->commit_lsn = m->u.message.lsn;
-            e->commit_ts_us = wall_ms() * 1000;
+            e->commit_ts_us = pgcdc_wall_ms() * 1000;
             e->xid = 0;
             e->seq = 0;
         }
@@ -771,7 +758,7 @@ static int handle_copydata(struct engine *e, const char *buf, int len, struct pg
     if (len < 1) {
         return pgcdc_err_set(err, PGCDC_EPROTO, "empty CopyData message");
     }
-    e->last_recv_ms = mono_ms();
+    e->last_recv_ms = pgcdc_mono_ms();
     if (buf[0] == 'k') {
         if (len < 18) {
             return pgcdc_err_set(err, PGCDC_EPROTO, "keepalive of %d bytes (want 18)", len);
@@ -905,9 +892,9 @@ static int stream(struct engine *e, struct pgcdc_err *err)
             e->reloads_seen = reload_signals;
             reload(e);
         }
-        if (mono_ms() >= next_watchdog) {
+        if (pgcdc_mono_ms() >= next_watchdog) {
             pgcdc_pipeline_watchdog(e->pipe);
-            next_watchdog = mono_ms() + 1000;
+            next_watchdog = pgcdc_mono_ms() + 1000;
         }
         int frc = pgcdc_pipeline_failed(e->pipe, &perr);
         if (frc != 0) {
@@ -918,7 +905,7 @@ static int stream(struct engine *e, struct pgcdc_err *err)
             draining = 1;
             atomic_store(&e->draining, 1);
             pgcdc_sd_notify("STOPPING=1\nSTATUS=draining: waiting for the sinks' acks");
-            drain_deadline = mono_ms() + e->cfg->pipeline.shutdown_timeout_ms;
+            drain_deadline = pgcdc_mono_ms() + e->cfg->pipeline.shutdown_timeout_ms;
             pgcdc_pipeline_set_draining(e->pipe);
             pgcdc_log(PGCDC_LOG_INFO, e->component,
                       "stopping: finishing the current transaction and waiting for acks "
@@ -949,7 +936,7 @@ static int stream(struct engine *e, struct pgcdc_err *err)
         }
         if (draining && !e->in_txn && e->npend == 0 && !e->pend_commit) {
             update_flush(e);
-            if (pgcdc_pipeline_held_events(e->pipe) == 0 || mono_ms() >= drain_deadline) {
+            if (pgcdc_pipeline_held_events(e->pipe) == 0 || pgcdc_mono_ms() >= drain_deadline) {
                 if (pgcdc_pipeline_held_events(e->pipe) != 0) {
                     pgcdc_log(PGCDC_LOG_WARN, e->component,
                               "shutdown timeout: %llu events not acked; they will be delivered "
@@ -967,15 +954,15 @@ static int stream(struct engine *e, struct pgcdc_err *err)
             set_lowat(e, 0);
         }
         if (can_read && e->recv_timeout_ms > 0 &&
-            mono_ms() - e->last_recv_ms > e->recv_timeout_ms) {
+            pgcdc_mono_ms() - e->last_recv_ms > e->recv_timeout_ms) {
             return pgcdc_err_set(err, PGCDC_EIO,
                                  "nothing from the server for %lld ms (walsender stalled or "
                                  "connection half-open)",
-                                 (long long)(mono_ms() - e->last_recv_ms));
+                                 (long long)(pgcdc_mono_ms() - e->last_recv_ms));
         }
-        int64_t next_status = e->last_status_ms + e->status_interval_ms - mono_ms();
+        int64_t next_status = e->last_status_ms + e->status_interval_ms - pgcdc_mono_ms();
         if (e->flush_lsn > e->cp.lsn) {
-            int64_t soon = e->last_status_ms + FEEDBACK_MIN_INTERVAL_MS - mono_ms();
+            int64_t soon = e->last_status_ms + FEEDBACK_MIN_INTERVAL_MS - pgcdc_mono_ms();
             if (soon < next_status) {
                 next_status = soon;
             }
@@ -983,8 +970,8 @@ static int stream(struct engine *e, struct pgcdc_err *err)
         /* A backfill's next chunk, between transactions (its rows go in at its watermark). */
         int backfilling = 0;
         if (e->bf != NULL && e->cfg->source.backfill_new_tables && !draining &&
-            mono_ms() >= e->next_table_watch) {
-            e->next_table_watch = mono_ms() + 10000;
+            pgcdc_mono_ms() >= e->next_table_watch) {
+            e->next_table_watch = pgcdc_mono_ms() + 10000;
             struct pgcdc_err werr = {0};
             if (pgcdc_backfill_watch(e->bf, &werr) != 0) {
                 pgcdc_log(PGCDC_LOG_WARN, "backfill", "watching the publication: %s", werr.msg);
@@ -1079,7 +1066,7 @@ static void sd_keepalive(struct engine *e, int64_t now)
 /* Copy the source thread's state into the metrics (once per loop: a few plain stores). */
 static void mirror_metrics(struct engine *e)
 {
-    int64_t now = mono_ms();
+    int64_t now = pgcdc_mono_ms();
     /* The time since the last call was spent as the loop was then: blocked or not. */
     if (e->was_blocked && e->last_iter_ms > 0) {
         STORE(backpressure_ms, atomic_load_explicit(&e->m->backpressure_ms, memory_order_relaxed) +
@@ -1101,7 +1088,7 @@ static void mirror_metrics(struct engine *e)
 /* About to block outside the loop (connect, backoff) for up to `ms`: still alive. */
 static void alive_for(struct engine *e, int64_t ms)
 {
-    STORE(alive_until_ms, mono_ms() + ms + 15000);
+    STORE(alive_until_ms, pgcdc_mono_ms() + ms + 15000);
 }
 
 static int http_handler(void *ctx, const char *method, const char *path, const char *body,
@@ -1156,9 +1143,9 @@ static int http_handler(void *ctx, const char *method, const char *path, const c
     }
     if (strcmp(path, "/healthz") == 0) {
         int64_t until = atomic_load_explicit(&e->m->alive_until_ms, memory_order_relaxed);
-        if (until != 0 && mono_ms() > until) {
+        if (until != 0 && pgcdc_mono_ms() > until) {
             pgcdc_buf_printf(out, "stalled: the main loop has not run for %lld ms\n",
-                             (long long)(mono_ms() - until));
+                             (long long)(pgcdc_mono_ms() - until));
             return 503;
         }
         pgcdc_buf_puts(out, "ok\n");
@@ -1411,7 +1398,7 @@ static int snap_tick(void *ctx, int *stop, struct pgcdc_err *err)
         e->reloads_seen = reload_signals;
         reload(e);
     }
-    int64_t now = mono_ms();
+    int64_t now = pgcdc_mono_ms();
     if (now >= e->snap_next_watchdog) {
         pgcdc_pipeline_watchdog(e->pipe);
         e->snap_next_watchdog = now + 1000;
@@ -1485,7 +1472,7 @@ static int maybe_snapshot(struct engine *e, int want, const char *exported, stru
         .signal_fd = signal_pipe[0],
     };
     e->snap_lsn = lsn;
-    e->snap_ts_us = wall_ms() * 1000;
+    e->snap_ts_us = pgcdc_wall_ms() * 1000;
     pgcdc_sd_notify("STATUS=initial snapshot");
     int rc = pgcdc_snapshot_run(&o, &host, e->m, err);
     if (pgcdc_pipeline_txn_open(e->pipe)) {
@@ -1717,8 +1704,8 @@ static int connect_and_start(struct engine *e, struct pgcdc_err *err)
     pgcdc_log(PGCDC_LOG_INFO, e->component,
               "streaming from slot %s at " PGCDC_LSN_FMT " (publication %s)", e->slot,
               PGCDC_LSN_ARGS(start_lsn), e->cfg->source.publication);
-    e->last_status_ms = mono_ms();
-    e->last_recv_ms = mono_ms();
+    e->last_status_ms = pgcdc_mono_ms();
+    e->last_recv_ms = pgcdc_mono_ms();
     STORE(streaming, 1);
     pgcdc_sd_notifyf("STATUS=streaming from slot %s", e->slot);
     return 0;
@@ -1773,13 +1760,13 @@ static int exit_code_for(int rc)
 /* Sleep before reconnecting; a stop signal ends it early, a reload is done meanwhile. */
 static void backoff_sleep(struct engine *e, int64_t ms)
 {
-    int64_t until = mono_ms() + ms;
+    int64_t until = pgcdc_mono_ms() + ms;
     while (stop_signals == 0) {
-        int64_t left = until - mono_ms();
+        int64_t left = until - pgcdc_mono_ms();
         if (left <= 0) {
             break;
         }
-        sd_keepalive(e, mono_ms());
+        sd_keepalive(e, pgcdc_mono_ms());
         struct pollfd pfd = {.fd = signal_pipe[0], .events = POLLIN};
         if (poll(&pfd, signal_pipe[0] >= 0 ? 1 : 0, left > 1000 ? 1000 : (int)left) > 0) {
             char c[16];
@@ -1800,13 +1787,13 @@ static int run_loop(struct engine *e)
         struct pgcdc_err err = {0};
         int rc = connect_and_start(e, &err);
         if (rc == 0) {
-            int64_t started = mono_ms();
+            int64_t started = pgcdc_mono_ms();
             rc = stream(e, &err);
             if (rc == 0) {
                 finish_stream(e);
                 return PGCDC_EXIT_OK;
             }
-            if (mono_ms() - started > 30000) {
+            if (pgcdc_mono_ms() - started > 30000) {
                 attempt = 0; /* it streamed for a while: start the backoff afresh */
             }
         }
@@ -1853,7 +1840,7 @@ int pgcdc_engine_run(struct pgcdc_config *cfg, int mode)
     int code = PGCDC_EXIT_RETRYABLE;
     struct pgcdc_err err = {0};
     char tail_slot[64];
-    srand((unsigned)(getpid() ^ (unsigned)wall_ms()));
+    srand((unsigned)(getpid() ^ (unsigned)pgcdc_wall_ms()));
 
     if (mode == PGCDC_MODE_TAIL) {
         snprintf(tail_slot, sizeof tail_slot, "pgcdc_tail_%d", (int)getpid());

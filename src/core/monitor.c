@@ -15,6 +15,7 @@
 
 #include <libpq-fe.h>
 
+#include "core/clock.h"
 #include "core/err.h"
 #include "core/log.h"
 #include "pg/replication.h"
@@ -34,20 +35,6 @@ struct pgcdc_monitor {
     int last_status; /* wal_status index last seen; -1 none */
     int warned_missing;
 };
-
-static int64_t mono_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
-static int64_t wall_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
 
 static void drop_conn(struct pgcdc_monitor *mon)
 {
@@ -77,11 +64,11 @@ static PGresult *timed_exec(struct pgcdc_monitor *mon, const char *sql, int npar
         drop_conn(mon);
         return NULL;
     }
-    int64_t deadline = mono_ms() + QUERY_BUDGET_MS;
+    int64_t deadline = pgcdc_mono_ms() + QUERY_BUDGET_MS;
     PGresult *res = NULL, *r;
     for (;;) {
         while (PQflush(c) > 0 || PQisBusy(c)) {
-            int64_t left = deadline - mono_ms();
+            int64_t left = deadline - pgcdc_mono_ms();
             if (left <= 0) {
                 pgcdc_err_set(err, PGCDC_ETIMEDOUT, "no answer within %d ms", QUERY_BUDGET_MS);
                 drop_conn(mon);
@@ -188,7 +175,7 @@ static void heartbeat(struct pgcdc_monitor *mon)
     struct pgcdc_err err = {0};
     char content[112];
     snprintf(content, sizeof content, PGCDC_HEARTBEAT_CONTENT "%s:%lld", mon->slot,
-             (long long)wall_ms());
+             (long long)pgcdc_wall_ms());
     const char *params[] = {content};
     PGresult *res = timed_exec(
         mon, "SELECT pg_catalog.pg_logical_emit_message(true, '" PGCDC_HEARTBEAT_PREFIX "', $1)", 1,
@@ -204,10 +191,10 @@ static void heartbeat(struct pgcdc_monitor *mon)
 static void *monitor_main(void *arg)
 {
     struct pgcdc_monitor *mon = arg;
-    int64_t next_poll = mono_ms(), next_hb = mono_ms() + mon->heartbeat_ms;
+    int64_t next_poll = pgcdc_mono_ms(), next_hb = pgcdc_mono_ms() + mon->heartbeat_ms;
     pthread_mutex_lock(&mon->mu);
     while (!mon->stopping) {
-        int64_t now = mono_ms();
+        int64_t now = pgcdc_mono_ms();
         pthread_mutex_unlock(&mon->mu);
         if (mon->poll_ms > 0 && now >= next_poll) {
             poll_slot(mon);
@@ -225,7 +212,7 @@ static void *monitor_main(void *arg)
         if (mon->heartbeat_ms > 0 && next_hb < next) {
             next = next_hb;
         }
-        int64_t wait = next - mono_ms();
+        int64_t wait = next - pgcdc_mono_ms();
         if (wait > 0 && !mon->stopping) {
             struct timespec ts;
             clock_gettime(CLOCK_MONOTONIC, &ts);

@@ -21,6 +21,7 @@
 
 #include "core/buf.h"
 #include "core/checkpoint.h"
+#include "core/clock.h"
 #include "core/err.h"
 #include "core/log.h"
 #include "pg/replication.h"
@@ -77,13 +78,6 @@ struct snap {
     int64_t started_ms, last_progress_ms, last_log_ms;
     int tty;
 };
-
-static int64_t mono_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
 
 /* ---- the progress file ---- */
 
@@ -723,7 +717,7 @@ static int all_done(const struct snap *s)
 
 static void progress(struct snap *s, int final)
 {
-    int64_t now = mono_ms();
+    int64_t now = pgcdc_mono_ms();
     if (!final && now - s->last_progress_ms < (s->tty ? PROGRESS_MS : PROGRESS_LOG_MS)) {
         return;
     }
@@ -788,7 +782,7 @@ int pgcdc_snapshot_run(const struct pgcdc_snapshot_opts *opts,
     s.m = m;
     s.nworkers = opts->workers < 1 ? 1 : opts->workers > MAX_WORKERS ? MAX_WORKERS : opts->workers;
     s.tty = isatty(STDERR_FILENO);
-    s.started_ms = s.last_progress_ms = mono_ms();
+    s.started_ms = s.last_progress_ms = pgcdc_mono_ms();
     s.tup = malloc(sizeof *s.tup);
     s.rel = malloc(sizeof *s.rel);
     if (s.tup == NULL || s.rel == NULL) {
@@ -860,7 +854,7 @@ int pgcdc_snapshot_run(const struct pgcdc_snapshot_opts *opts,
         }
         if (stop && !stopping) {
             stopping = 1; /* stop reading; wait (a while) for the read chunks' acks */
-            drain_until = mono_ms() + opts->drain_ms;
+            drain_until = pgcdc_mono_ms() + opts->drain_ms;
             pgcdc_log(PGCDC_LOG_INFO, "snapshot",
                       "stopping: the chunks read so far are kept once acked; the next start "
                       "resumes at the others");
@@ -896,7 +890,7 @@ int pgcdc_snapshot_run(const struct pgcdc_snapshot_opts *opts,
             for (size_t i = 0; i < s.nchunks && !waiting; i++) {
                 waiting = s.chunks[i].state == CH_READ;
             }
-            if (!waiting || mono_ms() >= drain_until) {
+            if (!waiting || pgcdc_mono_ms() >= drain_until) {
                 break;
             }
         }
