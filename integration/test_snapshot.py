@@ -102,6 +102,27 @@ def replay(events):
     return items, notes
 
 
+def redis_state(redis):
+    """The tables as Redis set mode holds them: item:{id} and note:{k} hashes with data (a
+    JSON row); tombstones (deleted rows) are not rows."""
+    import json
+    items, notes = {}, {}
+    cursor = b"0"
+    while True:
+        cursor, keys = harness.redis_cmd(redis.port, "SCAN", cursor, "COUNT", "2000")
+        for k in keys:
+            data = harness.redis_cmd(redis.port, "HGET", k, "data")
+            if data is None:
+                continue  # a tombstone
+            row = json.loads(data)
+            if k.startswith(b"item:"):
+                items[str(row["id"])] = (row["n"], row["body"])
+            else:
+                notes[row["k"]] = row["v"]
+        if cursor in (b"0", "0", 0):
+            return items, notes
+
+
 def caught_up(pg, slot, timeout=120):
     end = lsn_to_int(pg.query_one("SELECT pg_current_wal_lsn()::text"))
     wait_until(lambda: lsn_to_int(pg.slot_info(slot)["confirmed_flush_lsn"]) >= end, timeout,
@@ -123,9 +144,13 @@ def test_initial_snapshot_with_writers_equals_the_tables_in_every_sink(h):
     db, slot = setup(h)
     srv = start_searchd(h, name="searchd_snap")
     nats = h.start_nats(name=h.unique("nats"))
+    redis = h.start_redis(name="redis_snap")
     sinks = [{"name": "out", "type": "stdout", "path": "@EVENTS@"},
              {"name": "search", "type": "search", "url": srv.url, "index": "{table}"},
-             {"name": "events", "type": "nats", "url": nats.url, "create_stream": True}]
+             {"name": "events", "type": "nats", "url": nats.url, "create_stream": True},
+             {"name": "cache", "type": "redis", "url": redis.url, "mode": "set",
+              "tombstone_ttl": "10m", "tables": {"public.items": {"keys": ["item:{id}"]},
+                                                 "public.notes": {"keys": ["note:{k}"]}}}]
     cfg = make_config(h.pg.dsn(db), slot, slot, sinks=sinks, create_publication=False,
                       snapshot="initial", http="127.0.0.1:0")
     cfg["source"]["snapshot_chunk"] = "64KiB"  # many chunks: parallel COPYs, real progress
@@ -159,6 +184,7 @@ def test_initial_snapshot_with_writers_equals_the_tables_in_every_sink(h):
                   {k: d["source"]["v"] for k, d in srv.dump("notes").items()}), want, "search")
     msgs = natslib.dump(nats.url, "CDC_" + "APP")
     assert_equal(replay([m["event"] for m in msgs if m["event"]]), want, "NATS")
+    assert_equal(redis_state(redis), want, "Redis (set mode)")
     m = harness.scrape_metrics(base)
     assert harness.metric(m, "pgcdc_snapshot_running") == 0
     assert harness.metric(m, "pgcdc_snapshot_chunks") == harness.metric(
@@ -180,7 +206,8 @@ def test_initial_snapshot_with_writers_equals_the_tables_in_every_sink(h):
     p.terminate()
     assert p.wait(30) == 0
     print(f"snapshot: {len(reads)} rows in {p.log_path.read_text().count('chunks,')} progress "
-          f"lines, {w.txns} concurrent transactions; stdout, search and NATS equal the tables")
+          f"lines, {w.txns} concurrent transactions; stdout, search, NATS and Redis equal the "
+          f"tables")
 
 
 def test_sigkill_mid_snapshot_resumes_the_unfinished_chunks(h):
