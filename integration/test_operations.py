@@ -31,6 +31,7 @@ val = harness.metric
 
 def test_metrics_move_with_a_workload(h):
     db, slot, cfg = setup(h)
+    cfg["source"]["slot_poll_interval"] = "1s"
     p = h.pgcdc(cfg)
     base = http_base(p)
     p.wait_log("streaming from slot")
@@ -65,7 +66,7 @@ def test_metrics_move_with_a_workload(h):
     assert val(m1, "pgcdc_sink_errors_total", sink="out", kind="refused") == 0
     assert val(m1, "pgcdc_buffer_limit_bytes") == 8 * 1024 * 1024
     assert val(m1, "pgcdc_last_checkpoint_timestamp_seconds") > time.time() - 60
-    # The slot is polled on a side connection (slot_poll_interval, 10 s by default).
+    # The slot is polled on a side connection (slot_poll_interval, 10 s by default; 1 s here).
     m2 = wait_until(lambda: (lambda m: val(m, "pgcdc_slot_active") == 1 and m)(scrape(base)),
                     30, 0.5, "the slot poll")
     assert val(m2, "pgcdc_slot_wal_status", status="reserved") == 1
@@ -177,6 +178,7 @@ def test_heartbeat_without_execute_is_reported(h):
 def test_sighup_reloads_a_valid_file_and_keeps_the_old_on_an_invalid_one(h):
     db, slot, cfg = setup(h)
     cfg["log"] = {"level": "info", "format": "json"}
+    cfg["source"]["status_interval"] = "1s"  # a debug line (a status update) comes soon
     p = h.pgcdc(cfg)
     p.wait_log("streaming from slot")
     # Valid: debug logging and a rate limit, applied without a restart.
