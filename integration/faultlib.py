@@ -45,7 +45,12 @@ class Sampler(threading.Thread):
     entries some time after the leader acked them: one follower's count is a lower bound of
     what is stored, not the stream's state. No replica holds an uncommitted message, so the
     largest count over the nodes that answer is still a lower bound, and it includes the
-    leader's, which holds every acked message."""
+    leader's, which holds every acked message. When a node stops answering (killed, paused)
+    it may have been that leader: what it acked is committed on the others but maybe not
+    applied yet, so for DOWN_GRACE seconds after a node goes silent no sample is taken; by
+    then the remaining nodes have applied it, and the new leader applies before it acks."""
+
+    DOWN_GRACE = 2.0
 
     def __init__(self, pg, slot, monitor_nodes, stream):
         super().__init__(daemon=True)
@@ -53,6 +58,8 @@ class Sampler(threading.Thread):
         self.samples = []
         self.skipped = 0
         self.stop_ev = threading.Event()
+        self.answered = set()  # nodes that answered at least once
+        self.silent_since = None
 
     def node_count(self, node):
         try:
@@ -66,8 +73,25 @@ class Sampler(threading.Thread):
         return None  # not listed (yet): a restarted server is still loading its streams
 
     def stream_count(self):
-        counts = [c for c in (self.node_count(n) for n in self.nodes) if c is not None]
-        return max(counts) if counts else None
+        counts = {}
+        for i, n in enumerate(self.nodes):
+            c = self.node_count(n)
+            if c is not None:
+                counts[i] = c
+        if len(self.nodes) > 1:
+            if self.answered - set(counts):  # a node that answered before is silent now
+                if self.silent_since is None:
+                    self.silent_since = time.monotonic()
+            else:
+                self.silent_since = None
+            self.answered |= set(counts)
+            if self.silent_since is not None and \
+                    time.monotonic() - self.silent_since < self.DOWN_GRACE:
+                return None  # it may have been the leader: its acks are being applied
+            if self.silent_since is not None:
+                self.answered = set(counts)  # from now on, the nodes that are left
+                self.silent_since = None
+        return max(counts.values()) if counts else None
 
     def run(self):
         conn = None
