@@ -1334,6 +1334,11 @@ static void snap_ctx(struct engine *e, struct pgcdc_enc_ctx *c, uint32_t seq)
 
 static int snap_tick(void *ctx, int *stop, struct pgcdc_err *err);
 
+static void snap_position(void *ctx, uint64_t read_lsn)
+{
+    ((struct engine *)ctx)->snap_lsn = read_lsn;
+}
+
 static int snap_relation(void *ctx, const struct pgcdc_pgo_relation *msg, struct pgcdc_err *err)
 {
     struct engine *e = ctx;
@@ -1455,6 +1460,7 @@ static int maybe_snapshot(struct engine *e, int want, const char *exported, stru
         .dsn = sc->dsn,
         .publication = sc->publication,
         .state_dir = e->cfg->checkpoint.path,
+        .slot = e->slot,
         .snapshot_name = exported,
         .consistent_lsn = lsn,
         .workers = (int)sc->snapshot_workers,
@@ -1463,6 +1469,7 @@ static int maybe_snapshot(struct engine *e, int want, const char *exported, stru
     };
     struct pgcdc_snapshot_host host = {
         .ctx = e,
+        .position = snap_position,
         .relation = snap_relation,
         .row = snap_row,
         .tick = snap_tick,

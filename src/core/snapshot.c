@@ -69,6 +69,7 @@ struct snap {
     struct worker w[MAX_WORKERS];
     int nworkers;
     uint64_t next_seq, reserved;
+    uint64_t read_lsn; /* the rows' lsn and commit_lsn: the slot's restart_lsn - 1 */
     int64_t ts_us;
     char *scratch;
     size_t scratch_cap;
@@ -116,10 +117,12 @@ static int save(struct snap *s, int done, struct pgcdc_err *err)
 {
     struct pgcdc_buf b;
     pgcdc_buf_init(&b);
-    pgcdc_buf_printf(&b, "pgcdc snapshot v1\nlsn %X/%X\nstate %s\nnext_seq %llu\nts_us %lld\n",
+    pgcdc_buf_printf(&b,
+                     "pgcdc snapshot v1\nlsn %X/%X\nstate %s\nnext_seq %llu\nts_us %lld\n"
+                     "read_lsn %X/%X\n",
                      (unsigned)(s->o->consistent_lsn >> 32), (unsigned)s->o->consistent_lsn,
                      done ? "done" : "running", (unsigned long long)s->reserved,
-                     (long long)s->ts_us);
+                     (long long)s->ts_us, (unsigned)(s->read_lsn >> 32), (unsigned)s->read_lsn);
     for (size_t i = 0; i < s->ntables; i++) {
         pgcdc_buf_printf(&b, "table %u ", s->tables[i].relid);
         put_name(&b, s->tables[i].schema);
@@ -162,6 +165,10 @@ static int load(struct snap *s, const char *dir, int *found, int *done, struct p
             uint64_t lsn;
             line[strcspn(line, "\n")] = '\0';
             ok = pgcdc_lsn_parse(line + 4, &lsn) == 0;
+        }
+        else if (strncmp(line, "read_lsn ", 9) == 0) {
+            line[strcspn(line, "\n")] = '\0';
+            ok = pgcdc_lsn_parse(line + 9, &s->read_lsn) == 0;
         }
         else if (strncmp(line, "state ", 6) == 0) {
             *done = strcmp(line + 6, "done\n") == 0;
@@ -798,6 +805,25 @@ int pgcdc_snapshot_run(const struct pgcdc_snapshot_opts *opts,
     }
     if (rc == 0) {
         rc = open_workers(&s, err);
+    }
+    if (rc == 0 && s.read_lsn == 0) { /* the first run: from the slot, as it was created */
+        const char *p[] = {opts->slot};
+        PGresult *res = exec_params(s.w[0].conn,
+                                    "SELECT restart_lsn::text FROM pg_catalog.pg_replication_slots "
+                                    "WHERE slot_name = $1",
+                                    1, p, PGRES_TUPLES_OK, "reading the slot's restart_lsn", err);
+        uint64_t r = 0;
+        if (res != NULL && PQntuples(res) == 1 && !PQgetisnull(res, 0, 0)) {
+            pgcdc_lsn_parse(PQgetvalue(res, 0, 0), &r);
+        }
+        if (res == NULL) {
+            rc = err->rc;
+        }
+        PQclear(res);
+        s.read_lsn = r > 0 && r <= opts->consistent_lsn ? r - 1 : opts->consistent_lsn - 1;
+    }
+    if (rc == 0) {
+        host->position(host->ctx, s.read_lsn);
     }
     if (rc == 0 && s.nchunks == 0) {
         struct timespec ts;

@@ -6,8 +6,11 @@
  *
  * No gap, no overlap: the slot is created with SNAPSHOT 'export', so its consistent point C
  * and the exported snapshot see the same database state. Every row visible in the snapshot is
- * emitted once, with lsn = commit_lsn = C, and streaming then starts at C: every change after
- * the snapshot comes from the stream, none before it does.
+ * emitted once, and streaming then starts at C: every change after the snapshot comes from
+ * the stream, none before it does. The rows carry lsn = commit_lsn = R - 1, R the slot's
+ * restart_lsn: every record of every streamed transaction is at or after R, even one that
+ * began before C, so each later change of a row sorts after its read (ids, and the versions
+ * of LSN-versioned sinks), and no snapshot id can equal a streamed one.
  *
  * Chunks: each table is split into ranges of heap blocks (ctid ranges; PostgreSQL 14+ scans
  * them with a TID range scan), so any table splits, with or without a primary key; the last
@@ -44,6 +47,8 @@
 /* What the engine does for the snapshot (all on the source thread). */
 struct pgcdc_snapshot_host {
     void *ctx;
+    /* The position the rows carry (R - 1), once, before any relation or row. */
+    void (*position)(void *ctx, uint64_t read_lsn);
     /* A table's shape (as pgoutput would send it): apply it to the relcache and emit its
      * schema event. 0, EAGAIN (the pipeline is full: call again) or an error. */
     int (*relation)(void *ctx, const struct pgcdc_pgo_relation *rel, struct pgcdc_err *err);
@@ -66,6 +71,7 @@ struct pgcdc_snapshot_opts {
     const char *dsn;           /* the source's conninfo (ordinary connections) */
     const char *publication;   /* its tables are the snapshot's */
     const char *state_dir;     /* checkpoint.path: the progress file */
+    const char *slot;          /* its restart_lsn gives the rows' position */
     const char *snapshot_name; /* exported by CREATE_REPLICATION_SLOT; NULL: take a new one */
     uint64_t consistent_lsn;   /* C */
     int workers;               /* parallel COPY connections (>= 1) */
