@@ -477,6 +477,39 @@ static void heartbeat_seen(struct engine *e, int64_t sent)
     atomic_fetch_add_explicit(&e->m->heartbeats_seen, 1, memory_order_relaxed);
 }
 
+/* A table's shape (a Relation message, or the catalog's for a backfill): into the relcache,
+ * and when it is new or changed, a schema event pending at `lsn`. */
+static int relation_event(struct engine *e, const struct pgcdc_pgo_relation *msg, uint64_t lsn,
+                          struct pgcdc_err *err)
+{
+    int changed = 0;
+    int rc = pgcdc_relcache_apply(e->rc, msg, &changed, err);
+    if (rc != 0 || !changed) {
+        return rc;
+    }
+    const struct pgcdc_rel *rel = pgcdc_relcache_get(e->rc, msg->relid);
+    pgcdc_relcache_announced(e->rc, msg->relid, e->commit_lsn);
+    if (e->mode == PGCDC_MODE_RUN) {
+        struct pgcdc_err serr = {0};
+        if (pgcdc_relcache_save(e->rc, e->relcache_path, &serr) != 0) {
+            pgcdc_log(PGCDC_LOG_WARN, e->component, "%s", serr.msg);
+        }
+    }
+    struct pending *p = pend_add(e, err);
+    if (p == NULL) {
+        return err->rc;
+    }
+    struct pgcdc_enc_ctx ctx;
+    enc_ctx(e, &ctx, lsn);
+    rc = pgcdc_encode_schema(&ctx, rel, e->rc, &e->pend_buf, p->id, sizeof p->id, err);
+    if (rc != 0) {
+        return rc;
+    }
+    pend_fill(e, p, PGCDC_OP_SCHEMA, lsn, rel->schema, rel->table);
+    p->ev.index = e->seq; /* schema events do not take a change index */
+    return 0;
+}
+
 /* A read row as the change the encoder takes: its new tuple. e->row is not e->msg, which may
  * hold the message being decoded (the backfill's high watermark). */
 static const struct pgcdc_pgo_change *row_change(struct engine *e, uint32_t relid,
@@ -506,24 +539,10 @@ static int backfill_emit(struct engine *e, uint64_t lsn, struct pgcdc_err *err)
     while (rc == 0 && pgcdc_backfill_row(e->bf, &relid, &tup, &index)) {
         if (rel == NULL && (rel = pgcdc_relcache_get(e->rc, relid)) == NULL) {
             /* Never streamed yet: its shape from the catalog, and its schema event. */
-            int changed = 0;
-            const struct pgcdc_pgo_relation *r = pgcdc_backfill_relation(e->bf);
-            if ((rc = pgcdc_relcache_apply(e->rc, r, &changed, err)) != 0) {
+            if ((rc = relation_event(e, pgcdc_backfill_relation(e->bf), lsn, err)) != 0) {
                 break;
             }
             rel = pgcdc_relcache_get(e->rc, relid);
-            struct pending *p = pend_add(e, err);
-            if (p == NULL) {
-                return err->rc;
-            }
-            struct pgcdc_enc_ctx c;
-            enc_ctx(e, &c, lsn);
-            if ((rc = pgcdc_encode_schema(&c, rel, e->rc, &e->pend_buf, p->id, sizeof p->id,
-                                          err)) != 0) {
-                break;
-            }
-            pend_fill(e, p, PGCDC_OP_SCHEMA, lsn, rel->schema, rel->table);
-            pgcdc_relcache_announced(e->rc, relid, lsn);
         }
         struct pending *p = pend_add(e, err);
         if (p == NULL) {
@@ -579,34 +598,9 @@ static int handle_pgoutput(struct engine *e, const uint8_t *data, size_t len, ui
             return pgcdc_relcache_apply_type(e->rc, &m->u.typ, err);
         }
         return 0;
-    case PGCDC_PGO_RELATION: {
-        int changed = 0;
-        rc = pgcdc_relcache_apply(e->rc, &m->u.relation, &changed, err);
-        if (rc != 0 || !changed) {
-            return rc;
-        }
-        rel = pgcdc_relcache_get(e->rc, m->u.relation.relid);
-        pgcdc_relcache_announced(e->rc, m->u.relation.relid, e->commit_lsn);
-        if (e->mode == PGCDC_MODE_RUN) {
-            struct pgcdc_err serr = {0};
-            if (pgcdc_relcache_save(e->rc, e->relcache_path, &serr) != 0) {
-                pgcdc_log(PGCDC_LOG_WARN, e->component, "%s", serr.msg);
-            }
-        }
-        if ((p = pend_add(e, err)) == NULL) {
-            return err->rc;
-        }
+    case PGCDC_PGO_RELATION:
         /* pgoutput sends Relation messages without a WAL position of their own. */
-        lsn = lsn ? lsn : e->commit_lsn;
-        enc_ctx(e, &ctx, lsn);
-        rc = pgcdc_encode_schema(&ctx, rel, e->rc, &e->pend_buf, p->id, sizeof p->id, err);
-        if (rc != 0) {
-            return rc;
-        }
-        pend_fill(e, p, PGCDC_OP_SCHEMA, lsn, rel->schema, rel->table);
-        p->ev.index = e->seq; /* schema events do not take a change index */
-        return 0;
-    }
+        return relation_event(e, &m->u.relation, lsn ? lsn : e->commit_lsn, err);
     case PGCDC_PGO_INSERT:
     case PGCDC_PGO_UPDATE:
     case PGCDC_PGO_DELETE: {
